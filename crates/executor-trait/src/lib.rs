@@ -1,0 +1,30 @@
+//! The contract between wharf and the software that runs containers.
+//!
+//! - [`Executor`]: create, start, exec, kill, pause, resume, delete, state of a container.
+//!   Implementations: `wharf-runc-executor` (a runc-compatible CLI), `wharf-libcontainer-executor`.
+//! - Ids as validated newtypes: [`ContainerId`], [`ExecId`], [`Pid`], [`Signal`].
+//! - [`ExitStatus`]: how a process ended, and the 128+signal code clients see.
+//! - [`Error`] with one classifier, [`Error::kind`].
+//! - [`ProcessMonitor`]: how executors start helper commands in a process that reaps all
+//!   its children itself.
+//!
+//! This crate knows nothing of gRPC and depends on no other wharf crate.
+#![warn(missing_docs)]
+
+mod error;
+mod executor;
+mod exit;
+mod id;
+mod monitor;
+
+pub use error::{Error, ErrorKind};
+pub use executor::{
+    ContainerState, ContainerStatus, CreateRequest, DeleteMode, ExecRequest, Executor, KillScope,
+    NewProcess, Stdio, StdioFds,
+};
+pub use exit::ExitStatus;
+pub use id::{ContainerId, ExecId, InvalidId, InvalidSignal, MAX_ID_LEN, Pid, Signal};
+pub use monitor::{MonitoredChild, ProcessMonitor, TokioMonitor};
+
+/// The `oci-spec` crate this one uses in its signatures ([`ExecRequest::process`]).
+pub use oci_spec;
