@@ -1,0 +1,93 @@
+//! `wharf-shim`: owns one container. Started by `wharfd` (or any client) with the container's
+//! state directory as its working directory; serves `containerd.shim.v1.Shim` on `shim.sock`.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use wharf_server::logging::{self, LogFormat};
+use wharf_server::shim::{self, ShimConfig};
+
+/// Owns one container: runs it with the runtime, reaps its processes, copies its stdio and
+/// keeps their exit statuses, serving `containerd.shim.v1.Shim` on `./shim.sock`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The runtime's state directory (`--root`), shared by every shim of a daemon.
+    #[arg(long, default_value = "/run/wharf/runc")]
+    runtime_root: PathBuf,
+    /// The runtime binary for a Create that names none.
+    #[arg(long, default_value = "runc")]
+    runtime: PathBuf,
+    /// Serve on the listening socket passed as stdin (as `wharfd` does) instead of binding
+    /// `./shim.sock`.
+    #[arg(long)]
+    socket_from_stdin: bool,
+    /// Deadline of each runtime command, in seconds.
+    #[arg(long, default_value_t = 60)]
+    command_timeout: u64,
+    /// Log at debug level.
+    #[arg(long)]
+    debug: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format, args.debug);
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args) -> anyhow::Result<()> {
+    let state_dir = std::env::current_dir().context("reading the working directory")?;
+    let listener = if args.socket_from_stdin {
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("taking the listening socket from stdin")?;
+        UnixListener::from(fd)
+    } else {
+        bind_here().context("binding ./shim.sock")?
+    };
+    let config = ShimConfig {
+        runtime_root: args.runtime_root,
+        default_runtime: args.runtime,
+        state_dir,
+        command_timeout: Duration::from_secs(args.command_timeout),
+        exit_flush_timeout: Duration::from_secs(10),
+    };
+    // One thread: the shim is small, and a single-threaded process is what forking
+    // in-process runtimes (libcontainer) require.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(shim::run(config, listener))
+}
+
+/// Binds `shim.sock` in the working directory (a relative path: any directory length works),
+/// replacing a stale socket but refusing one a live shim serves.
+fn bind_here() -> anyhow::Result<UnixListener> {
+    let name = wharf_shim_proto::SOCKET_NAME;
+    if std::os::unix::net::UnixStream::connect(name).is_ok() {
+        anyhow::bail!("another shim already serves {name} in this directory");
+    }
+    match std::fs::remove_file(name) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).context("removing a stale socket"),
+    }
+    Ok(wharf_shim_proto::bind(name)?)
+}

@@ -1,0 +1,860 @@
+//! `containerd.shim.v1.Shim` for one container: its process table, lifecycle and events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use wharf_executor::oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxNamespaceType, PosixRlimitBuilder, PosixRlimitType,
+    Process, Spec, User,
+};
+use wharf_executor::{
+    ContainerId, CreateRequest as ExecutorCreate, DeleteMode, ExecId, ExecRequest as ExecutorExec,
+    Executor, ExitStatus, KillScope, Pid, Signal,
+};
+use wharf_runc_executor::{Config as RuncConfig, RuncExecutor};
+use wharf_shim_proto as proto;
+
+use super::events::{EventHub, EventStream};
+use super::reaper::Reaper;
+use super::stdio::{PreparedIo, ProcessIo, StdioPaths};
+use crate::status::from_executor;
+
+/// How the shim runs its container.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// The runtime's state directory (`--root`), shared by every shim of a daemon.
+    pub runtime_root: PathBuf,
+    /// The runtime binary used when a `Create` names none.
+    pub default_runtime: PathBuf,
+    /// The container's state directory (the shim's working directory), absolute.
+    pub state_dir: PathBuf,
+    /// Deadline of each runtime command.
+    pub command_timeout: Duration,
+    /// How long an exited process's output may take to be written out before its exit is
+    /// published anyway (a reader that never reads).
+    pub exit_flush_timeout: Duration,
+}
+
+/// The shim's gRPC service.
+#[derive(Debug)]
+pub(crate) struct ShimService {
+    config: ShimConfig,
+    reaper: Arc<Reaper>,
+    events: EventHub,
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    phase: Phase,
+    processes: BTreeMap<Pid, ProcessEntry>,
+    started: bool,
+    paused: bool,
+    /// Creates/execs in flight: while any runs, exits of unknown pids are kept, since the
+    /// new process may exit before its pid is registered.
+    registering: usize,
+    unclaimed_exits: HashMap<Pid, ExitStatus>,
+    next_exec: u64,
+}
+
+#[derive(Debug, Default)]
+enum Phase {
+    #[default]
+    Empty,
+    Creating,
+    Created(Arc<Container>),
+    Deleted,
+}
+
+#[derive(Debug)]
+struct Container {
+    id: ContainerId,
+    bundle: PathBuf,
+    executor: RuncExecutor,
+    init_pid: Pid,
+    /// The bundle's process, the template for execs.
+    template: Process,
+    /// With its own pid namespace, every process dies with the init.
+    own_pid_namespace: bool,
+}
+
+#[derive(Debug)]
+struct ProcessEntry {
+    is_init: bool,
+    /// Set when reaped.
+    reaped: Option<ExitStatus>,
+    /// Set once the exit event has been published.
+    published: watch::Sender<Option<ExitStatus>>,
+    /// Pumps, taken by the exit handler to flush.
+    io: Option<ProcessIo>,
+}
+
+/// Counts a create/exec in flight; see [`State::registering`].
+struct Registration<'a>(&'a ShimService);
+
+impl<'a> Registration<'a> {
+    fn new(shim: &'a ShimService) -> Self {
+        shim.lock().registering += 1;
+        Self(shim)
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.registering -= 1;
+        if state.registering == 0 {
+            state.unclaimed_exits.clear();
+        }
+    }
+}
+
+impl ShimService {
+    pub(crate) fn new(
+        config: ShimConfig,
+        reaper: Arc<Reaper>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            reaper,
+            events: EventHub::default(),
+            state: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container(&self) -> Result<Arc<Container>, Status> {
+        match &self.lock().phase {
+            Phase::Created(container) => Ok(container.clone()),
+            Phase::Empty => Err(Status::failed_precondition(
+                "no container has been created in this shim",
+            )),
+            Phase::Creating => Err(Status::failed_precondition(
+                "the container is still being created",
+            )),
+            Phase::Deleted => Err(Status::failed_precondition(
+                "the container has been deleted",
+            )),
+        }
+    }
+
+    fn publish(
+        &self,
+        container: &ContainerId,
+        kind: proto::EventType,
+        pid: Pid,
+        status: Option<ExitStatus>,
+    ) {
+        self.events.publish(proto::Event {
+            id: container.to_string(),
+            r#type: kind.into(),
+            pid: pid.get(),
+            exit_status: status.map_or(0, ExitStatus::code),
+        });
+    }
+
+    /// Called for every child the reaper collected that no spawner waits for.
+    pub(crate) fn on_exit(self: &Arc<Self>, pid: Pid, status: ExitStatus) {
+        let mut state = self.lock();
+        if state.processes.contains_key(&pid) {
+            self.process_exited(&mut state, pid, status);
+        } else if state.registering > 0 {
+            state.unclaimed_exits.insert(pid, status);
+        } else {
+            tracing::debug!(pid = pid.get(), %status, "reaped an orphan");
+        }
+    }
+
+    /// Records a container process's exit and publishes it once its output is out.
+    fn process_exited(self: &Arc<Self>, state: &mut State, pid: Pid, status: ExitStatus) {
+        let Some(entry) = state.processes.get_mut(&pid) else {
+            return;
+        };
+        if entry.reaped.is_some() {
+            return;
+        }
+        entry.reaped = Some(status);
+        let io = entry.io.take();
+        let is_init = entry.is_init;
+        tracing::info!(
+            pid = pid.get(),
+            exit_status = status.code(),
+            init = is_init,
+            "process exited"
+        );
+        let this = self.clone();
+        tokio::spawn(async move { this.publish_exit(pid, status, is_init, io).await });
+    }
+
+    async fn publish_exit(
+        self: Arc<Self>,
+        pid: Pid,
+        status: ExitStatus,
+        is_init: bool,
+        io: Option<ProcessIo>,
+    ) {
+        if let Some(mut io) = io
+            && !io.flush(self.config.exit_flush_timeout).await
+        {
+            tracing::warn!(
+                pid = pid.get(),
+                "output not written out in time; publishing the exit anyway"
+            );
+        }
+        let Ok(container) = self.container() else {
+            return;
+        };
+        if is_init {
+            self.finish_container(&container).await;
+        }
+        self.publish(&container.id, proto::EventType::Exit, pid, Some(status));
+        if let Some(entry) = self.lock().processes.get(&pid) {
+            entry.published.send_replace(Some(status));
+        }
+    }
+
+    /// After the init exited: kill what is left and let the execs' exits go out first, so
+    /// the init's exit is the container's last event.
+    async fn finish_container(&self, container: &Container) {
+        let (exec_watches, execs_running) = {
+            let state = self.lock();
+            let execs = state.processes.values().filter(|e| !e.is_init);
+            let watches: Vec<_> = execs.clone().map(|e| e.published.subscribe()).collect();
+            (watches, execs.clone().any(|e| e.reaped.is_none()))
+        };
+        if (execs_running || !container.own_pid_namespace)
+            && let Err(err) = container
+                .executor
+                .kill(&container.id, Signal::KILL, KillScope::All)
+                .await
+        {
+            tracing::debug!(error = %err, "killing the rest of the container after its init exited");
+        }
+        let all_published = async {
+            for mut watch in exec_watches {
+                let _ = watch.wait_for(Option::is_some).await;
+            }
+        };
+        if tokio::time::timeout(self.config.exit_flush_timeout, all_published)
+            .await
+            .is_err()
+        {
+            tracing::warn!("exec processes still running after their container's init exited");
+        }
+    }
+
+    /// Adds a process created by the executor; handles an exit that came before this.
+    fn register(self: &Arc<Self>, state: &mut State, pid: Pid, is_init: bool, io: ProcessIo) {
+        state.processes.insert(
+            pid,
+            ProcessEntry {
+                is_init,
+                reaped: None,
+                published: watch::Sender::new(None),
+                io: Some(io),
+            },
+        );
+        if let Some(status) = state.unclaimed_exits.remove(&pid) {
+            self.process_exited(state, pid, status);
+        }
+    }
+
+    /// Waits until `pid`'s exit has been published; returns its status.
+    async fn wait_published(&self, pid: Pid) -> Result<ExitStatus, Status> {
+        let mut watch = self
+            .lock()
+            .processes
+            .get(&pid)
+            .map(|e| e.published.subscribe())
+            .ok_or_else(|| Status::not_found(format!("process {pid} not found")))?;
+        let status = watch.wait_for(Option::is_some).await.map_err(|_| {
+            Status::aborted(format!(
+                "process {pid} was removed while waiting for its exit"
+            ))
+        })?;
+        Ok(status.unwrap_or(ExitStatus::Exited(u8::MAX)))
+    }
+
+    /// Runs `work` in its own task, so a client that goes away mid-request cannot leave a
+    /// half-done create or delete behind.
+    async fn detached<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        tokio::spawn(work)
+            .await
+            .unwrap_or_else(|err| Err(Status::internal(format!("shim task failed: {err}"))))
+    }
+
+    async fn create(
+        self: Arc<Self>,
+        req: proto::CreateRequest,
+    ) -> Result<proto::CreateResponse, Status> {
+        let id = ContainerId::new(req.id.as_str())
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let bundle = PathBuf::from(&req.bundle);
+        if !bundle.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "bundle path {:?} is not absolute",
+                req.bundle
+            )));
+        }
+        {
+            let mut state = self.lock();
+            match state.phase {
+                Phase::Empty => state.phase = Phase::Creating,
+                Phase::Creating => {
+                    return Err(Status::failed_precondition(
+                        "a create is already in progress",
+                    ));
+                }
+                Phase::Created(_) | Phase::Deleted => {
+                    return Err(Status::failed_precondition(
+                        "this shim has already created its container",
+                    ));
+                }
+            }
+        }
+        let result = self.create_container(id, bundle, req).await;
+        if result.is_err() {
+            self.lock().phase = Phase::Empty;
+        }
+        result
+    }
+
+    async fn create_container(
+        self: &Arc<Self>,
+        id: ContainerId,
+        bundle: PathBuf,
+        req: proto::CreateRequest,
+    ) -> Result<proto::CreateResponse, Status> {
+        let config_path = bundle.join("config.json");
+        let spec = Spec::load(&config_path).map_err(|err| {
+            Status::invalid_argument(format!("bundle config {}: {err}", config_path.display()))
+        })?;
+        let template = spec.process().clone().unwrap_or_default();
+        if template.terminal().unwrap_or(false) != req.terminal {
+            return Err(Status::invalid_argument(format!(
+                "terminal is {} in the request but {} in {}",
+                req.terminal,
+                template.terminal().unwrap_or(false),
+                config_path.display()
+            )));
+        }
+        let own_pid_namespace = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.namespaces().as_ref())
+            .is_some_and(|namespaces| {
+                namespaces
+                    .iter()
+                    .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
+            });
+        let paths = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let (stdio, prepared) = PreparedIo::open(&paths)?;
+        let runtime = if req.runtime.is_empty() {
+            self.config.default_runtime.clone()
+        } else {
+            PathBuf::from(&req.runtime)
+        };
+        let executor = RuncExecutor::with_monitor(
+            RuncConfig {
+                runtime,
+                root: self.config.runtime_root.clone(),
+                scratch_dir: self.config.state_dir.clone(),
+                command_timeout: self.config.command_timeout,
+            },
+            self.reaper.clone(),
+        );
+
+        let registration = Registration::new(self);
+        let created = executor
+            .create(ExecutorCreate {
+                id: id.clone(),
+                bundle: bundle.clone(),
+                stdio,
+                no_pivot: req.no_pivot,
+            })
+            .await
+            .map_err(|err| from_executor(&err))?;
+        let pid = created.pid;
+        let io = match prepared.start(created.console) {
+            Ok(io) => io,
+            Err(err) => {
+                if let Err(cleanup) = executor.delete(&id, DeleteMode::Force).await {
+                    tracing::warn!(error = %cleanup, "deleting a container whose stdio failed");
+                }
+                return Err(Status::internal(format!(
+                    "starting stdio of container {id}: {err}"
+                )));
+            }
+        };
+        let container = Arc::new(Container {
+            id: id.clone(),
+            bundle,
+            executor,
+            init_pid: pid,
+            template,
+            own_pid_namespace,
+        });
+        {
+            let mut state = self.lock();
+            state.phase = Phase::Created(container);
+            self.publish(&id, proto::EventType::Create, pid, None);
+            self.register(&mut state, pid, true, io);
+        }
+        drop(registration);
+        Ok(proto::CreateResponse { pid: pid.get() })
+    }
+
+    async fn start(self: Arc<Self>) -> Result<(), Status> {
+        let container = self.container()?;
+        {
+            let state = self.lock();
+            if state.started {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is already started",
+                    container.id
+                )));
+            }
+            if state
+                .processes
+                .get(&container.init_pid)
+                .is_some_and(|e| e.reaped.is_some())
+            {
+                return Err(Status::failed_precondition(format!(
+                    "container {} has exited",
+                    container.id
+                )));
+            }
+        }
+        container
+            .executor
+            .start(&container.id)
+            .await
+            .map_err(|err| from_executor(&err))?;
+        self.lock().started = true;
+        self.publish(
+            &container.id,
+            proto::EventType::Start,
+            container.init_pid,
+            None,
+        );
+        Ok(())
+    }
+
+    async fn exec(self: Arc<Self>, req: proto::ExecRequest) -> Result<proto::ExecResponse, Status> {
+        let container = self.container()?;
+        let exec_id = {
+            let mut state = self.lock();
+            if !state.started {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not started",
+                    container.id
+                )));
+            }
+            if state
+                .processes
+                .get(&container.init_pid)
+                .is_none_or(|e| e.reaped.is_some())
+            {
+                return Err(Status::failed_precondition(format!(
+                    "container {} has exited",
+                    container.id
+                )));
+            }
+            state.next_exec += 1;
+            ExecId::new(format!("exec-{}", state.next_exec))
+                .map_err(|err| Status::internal(err.to_string()))?
+        };
+        let process = exec_process(&container.template, &req)?;
+        let paths = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let (stdio, prepared) = PreparedIo::open(&paths)?;
+        let registration = Registration::new(&self);
+        let started = container
+            .executor
+            .exec(ExecutorExec {
+                id: container.id.clone(),
+                exec_id,
+                process,
+                stdio,
+            })
+            .await
+            .map_err(|err| from_executor(&err))?;
+        let pid = started.pid;
+        let (io, failure) = match prepared.start(started.console) {
+            Ok(io) => (io, None),
+            Err(err) => {
+                // Registered all the same, so its exit is collected and it can be deleted.
+                kill_process(pid);
+                (ProcessIo::default(), Some(err))
+            }
+        };
+        {
+            let mut state = self.lock();
+            self.publish(&container.id, proto::EventType::ExecAdded, pid, None);
+            self.register(&mut state, pid, false, io);
+        }
+        drop(registration);
+        match failure {
+            None => Ok(proto::ExecResponse { pid: pid.get() }),
+            Some(err) => Err(Status::internal(format!(
+                "starting stdio of exec process {pid} in container {}: {err}; the process was killed",
+                container.id
+            ))),
+        }
+    }
+
+    async fn delete(
+        self: Arc<Self>,
+        req: proto::DeleteRequest,
+    ) -> Result<proto::DeleteResponse, Status> {
+        let container = self.container()?;
+        let pid =
+            Pid::new(req.pid).ok_or_else(|| Status::invalid_argument("pid must be positive"))?;
+        let (is_init, running) = {
+            let state = self.lock();
+            let entry = state.processes.get(&pid).ok_or_else(|| {
+                Status::not_found(format!(
+                    "process {pid} not found in container {}",
+                    container.id
+                ))
+            })?;
+            (entry.is_init, entry.reaped.is_none())
+        };
+        if running {
+            if is_init {
+                // Kills the init and everything else in the container, thawing it if paused.
+                container
+                    .executor
+                    .kill(&container.id, Signal::KILL, KillScope::All)
+                    .await
+                    .map_err(|err| from_executor(&err))?;
+            } else {
+                kill_process(pid);
+            }
+        }
+        let status = self.wait_published(pid).await?;
+        if !is_init {
+            self.lock().processes.remove(&pid);
+            return Ok(proto::DeleteResponse {
+                exit_status: status.code(),
+            });
+        }
+        container
+            .executor
+            .delete(&container.id, DeleteMode::Force)
+            .await
+            .map_err(|err| from_executor(&err))?;
+        {
+            let mut state = self.lock();
+            state.processes.clear();
+            state.phase = Phase::Deleted;
+        }
+        tracing::info!(container_id = %container.id, exit_status = status.code(), "container deleted; shim exiting");
+        self.events.close();
+        self.shutdown.cancel();
+        Ok(proto::DeleteResponse {
+            exit_status: status.code(),
+        })
+    }
+
+    /// On SIGTERM/SIGINT: nothing may outlive the shim unowned, so kill and delete the
+    /// container if there is one.
+    pub(crate) async fn terminate(self: &Arc<Self>) {
+        if let Ok(container) = self.container() {
+            tracing::warn!(container_id = %container.id, "terminating: killing and deleting the container");
+            let _ = container
+                .executor
+                .kill(&container.id, Signal::KILL, KillScope::All)
+                .await;
+            let _ = tokio::time::timeout(
+                self.config.exit_flush_timeout,
+                self.wait_published(container.init_pid),
+            )
+            .await;
+            if let Err(err) = container
+                .executor
+                .delete(&container.id, DeleteMode::Force)
+                .await
+            {
+                tracing::error!(error = %err, "deleting the container on termination");
+            }
+            self.lock().phase = Phase::Deleted;
+        }
+        self.events.close();
+        self.shutdown.cancel();
+    }
+
+    fn state_response(&self) -> Result<proto::StateResponse, Status> {
+        let container = self.container()?;
+        let state = self.lock();
+        let processes = state
+            .processes
+            .iter()
+            .map(|(pid, entry)| {
+                let process_state =
+                    match (entry.reaped, entry.is_init && !state.started, state.paused) {
+                        (Some(_), _, _) => proto::State::Stopped,
+                        (None, true, _) => proto::State::Created,
+                        (None, false, true) => proto::State::Paused,
+                        (None, false, false) => proto::State::Running,
+                    };
+                proto::Process {
+                    pid: pid.get(),
+                    state: process_state.into(),
+                }
+            })
+            .collect();
+        Ok(proto::StateResponse {
+            id: container.id.to_string(),
+            bundle: container.bundle.display().to_string(),
+            init_pid: container.init_pid.get(),
+            processes,
+        })
+    }
+
+    async fn pause(self: Arc<Self>) -> Result<(), Status> {
+        let container = self.container()?;
+        container
+            .executor
+            .pause(&container.id)
+            .await
+            .map_err(|err| from_executor(&err))?;
+        self.lock().paused = true;
+        Ok(())
+    }
+
+    async fn resume(self: Arc<Self>) -> Result<(), Status> {
+        let container = self.container()?;
+        container
+            .executor
+            .resume(&container.id)
+            .await
+            .map_err(|err| from_executor(&err))?;
+        self.lock().paused = false;
+        Ok(())
+    }
+
+    fn resize(&self, req: &proto::PtyRequest) -> Result<(), Status> {
+        let container = self.container()?;
+        let pid =
+            Pid::new(req.pid).ok_or_else(|| Status::invalid_argument("pid must be positive"))?;
+        let (Ok(width), Ok(height)) = (u16::try_from(req.width), u16::try_from(req.height)) else {
+            return Err(Status::invalid_argument(
+                "terminal width and height must be at most 65535",
+            ));
+        };
+        let state = self.lock();
+        let entry = state.processes.get(&pid).ok_or_else(|| {
+            Status::not_found(format!(
+                "process {pid} not found in container {}",
+                container.id
+            ))
+        })?;
+        let console = entry
+            .io
+            .as_ref()
+            .and_then(ProcessIo::console)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("process {pid} has no terminal or has exited"))
+            })?;
+        let size = rustix::termios::Winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(console, size).map_err(|err| {
+            Status::internal(format!("resizing the terminal of process {pid}: {err}"))
+        })
+    }
+}
+
+/// Sends SIGKILL to a process the shim has not reaped yet (so its pid cannot be reused).
+fn kill_process(pid: Pid) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid.as_raw()) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// The process of an `Exec`: the request's fields over the bundle's process.
+fn exec_process(template: &Process, req: &proto::ExecRequest) -> Result<Process, Status> {
+    if req.args.is_empty() {
+        return Err(Status::invalid_argument("exec args must not be empty"));
+    }
+    let mut process = template.clone();
+    process.set_args(Some(req.args.clone()));
+    if !req.env.is_empty() {
+        process.set_env(Some(req.env.clone()));
+    }
+    if !req.cwd.is_empty() {
+        if !req.cwd.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "exec cwd {:?} is not absolute",
+                req.cwd
+            )));
+        }
+        process.set_cwd(PathBuf::from(&req.cwd));
+    }
+    let mut user = User::default();
+    if let Some(requested) = &req.user {
+        user.set_uid(requested.uid);
+        user.set_gid(requested.gid);
+        if !requested.additional_gids.is_empty() {
+            user.set_additional_gids(Some(requested.additional_gids.clone()));
+        }
+    }
+    process.set_user(user);
+    if !req.capabilities.is_empty() {
+        let capabilities = req
+            .capabilities
+            .iter()
+            .map(|name| {
+                serde_json::from_value::<Capability>(serde_json::Value::String(name.clone()))
+                    .map_err(|_| Status::invalid_argument(format!("unknown capability {name:?}")))
+            })
+            .collect::<Result<std::collections::HashSet<_>, _>>()?;
+        let mut set = LinuxCapabilities::default();
+        set.set_bounding(Some(capabilities.clone()));
+        set.set_effective(Some(capabilities.clone()));
+        set.set_permitted(Some(capabilities.clone()));
+        set.set_inheritable(None);
+        set.set_ambient(None);
+        process.set_capabilities(Some(set));
+    }
+    if !req.rlimits.is_empty() {
+        let rlimits = req
+            .rlimits
+            .iter()
+            .map(|limit| {
+                let typ: PosixRlimitType = limit.r#type.parse().map_err(|_| {
+                    Status::invalid_argument(format!("unknown rlimit {:?}", limit.r#type))
+                })?;
+                PosixRlimitBuilder::default()
+                    .typ(typ)
+                    .hard(limit.hard)
+                    .soft(limit.soft)
+                    .build()
+                    .map_err(|err| {
+                        Status::invalid_argument(format!("rlimit {:?}: {err}", limit.r#type))
+                    })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        process.set_rlimits(Some(rlimits));
+    }
+    if req.no_new_privileges {
+        process.set_no_new_privileges(Some(true));
+    }
+    if !req.apparmor_profile.is_empty() {
+        process.set_apparmor_profile(Some(req.apparmor_profile.clone()));
+    }
+    if !req.selinux_label.is_empty() {
+        process.set_selinux_label(Some(req.selinux_label.clone()));
+    }
+    Ok(process)
+}
+
+/// The gRPC face of a [`ShimService`]: each mutating request runs in its own task.
+#[derive(Debug, Clone)]
+pub(crate) struct ShimHandler(pub(crate) Arc<ShimService>);
+
+impl std::ops::Deref for ShimHandler {
+    type Target = Arc<ShimService>;
+    fn deref(&self) -> &Arc<ShimService> {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl proto::Shim for ShimHandler {
+    async fn create(
+        &self,
+        request: Request<proto::CreateRequest>,
+    ) -> Result<Response<proto::CreateResponse>, Status> {
+        let this = self.0.clone();
+        self.detached(this.create(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn start(&self, _request: Request<proto::StartRequest>) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(this.start()).await.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let this = self.0.clone();
+        self.detached(this.delete(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn exec(
+        &self,
+        request: Request<proto::ExecRequest>,
+    ) -> Result<Response<proto::ExecResponse>, Status> {
+        let this = self.0.clone();
+        self.detached(this.exec(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn pty(&self, request: Request<proto::PtyRequest>) -> Result<Response<()>, Status> {
+        self.resize(request.get_ref()).map(Response::new)
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        _request: Request<proto::EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        Ok(Response::new(self.events.subscribe()))
+    }
+
+    async fn state(
+        &self,
+        _request: Request<proto::StateRequest>,
+    ) -> Result<Response<proto::StateResponse>, Status> {
+        self.state_response().map(Response::new)
+    }
+
+    async fn pause(&self, _request: Request<proto::PauseRequest>) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(this.pause()).await.map(Response::new)
+    }
+
+    async fn resume(
+        &self,
+        _request: Request<proto::ResumeRequest>,
+    ) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(this.resume()).await.map(Response::new)
+    }
+}

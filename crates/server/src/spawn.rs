@@ -1,0 +1,76 @@
+//! Starting a `wharf-shim` for a container.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use wharf_shim_proto::SOCKET_NAME;
+
+/// How to start shims.
+#[derive(Debug, Clone)]
+pub struct ShimOptions {
+    /// The `wharf-shim` binary.
+    pub binary: PathBuf,
+    /// The runtime's state directory, shared by all shims.
+    pub runtime_root: PathBuf,
+    /// The runtime binary for containers whose `Create` names none.
+    pub default_runtime: PathBuf,
+    /// Log at debug level.
+    pub debug: bool,
+    /// Log as JSON lines.
+    pub json_logs: bool,
+}
+
+/// A shim just started.
+#[derive(Debug)]
+pub struct SpawnedShim {
+    /// Its socket, `<state_dir>/shim.sock`, already accepting connections.
+    pub socket: PathBuf,
+    /// The shim process; its parent must reap it when it exits.
+    pub child: Child,
+}
+
+/// Starts a shim for the container whose state directory `state_dir` the caller created.
+///
+/// The socket is bound here and handed to the shim as its stdin, so the caller can connect
+/// at once, without waiting for the shim to start. The shim runs in `state_dir`, in its own
+/// process group, and logs to `state_dir/shim.log`.
+///
+/// # Errors
+/// The socket cannot be bound (e.g. a shim already serves there) or the shim not started.
+pub fn spawn_shim(options: &ShimOptions, state_dir: &Path) -> io::Result<SpawnedShim> {
+    let socket = state_dir.join(SOCKET_NAME);
+    let listener = wharf_shim_proto::bind(&socket)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("shim.log"))?;
+    let mut command = Command::new(&options.binary);
+    command
+        .arg("--socket-from-stdin")
+        .arg("--runtime-root")
+        .arg(&options.runtime_root)
+        .arg("--runtime")
+        .arg(&options.default_runtime)
+        .current_dir(state_dir)
+        .process_group(0)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    if options.debug {
+        command.arg("--debug");
+    }
+    if options.json_logs {
+        command.args(["--log-format", "json"]);
+    }
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(err);
+        }
+    };
+    Ok(SpawnedShim { socket, child })
+}

@@ -1,0 +1,72 @@
+//! The one place where errors become gRPC statuses.
+
+use tonic::{Code, Status};
+use wharf_executor::ErrorKind;
+
+/// The gRPC status for an executor error, with the whole cause chain in its message.
+pub fn from_executor(err: &wharf_executor::Error) -> Status {
+    let code = match err.kind() {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Internal => Code::Internal,
+    };
+    Status::new(code, error_chain(err))
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_executor::{ContainerId, Error};
+
+    #[test]
+    fn maps_kinds_to_codes_and_keeps_the_cause() {
+        let id = ContainerId::new("web").unwrap();
+        let cases = [
+            (Error::NotFound { id: id.clone() }, Code::NotFound),
+            (Error::AlreadyExists { id: id.clone() }, Code::AlreadyExists),
+            (Error::invalid_argument("bad"), Code::InvalidArgument),
+            (
+                Error::Runtime {
+                    id: id.clone(),
+                    command: "runc resume".into(),
+                    message: "container not paused".into(),
+                    kind: ErrorKind::FailedPrecondition,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::Timeout {
+                    id: id.clone(),
+                    command: "runc create".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                },
+                Code::DeadlineExceeded,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(from_executor(&err).code(), code, "{err}");
+        }
+        let io = Error::io(
+            "reading /b/config.json",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        let status = from_executor(&io);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "reading /b/config.json: entity not found");
+    }
+}

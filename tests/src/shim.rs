@@ -1,0 +1,225 @@
+//! A real `wharf-shim` for one test container, and the checks that it left nothing behind.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+use tonic::transport::Channel;
+use wharf_server::spawn::{ShimOptions, spawn_shim};
+use wharf_shim_proto::{Event, EventType, EventsRequest, ShimClient};
+
+use crate::bundle::test_cgroup;
+use crate::system::{cgroup_dirs, mounts_mentioning, process_exists, wait_until, wharf_binary};
+
+/// Default deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A shim serving one container, in a private state directory and runtime root.
+#[derive(Debug)]
+pub struct ShimFixture {
+    /// The container id the test uses.
+    pub id: String,
+    root: Option<tempfile::TempDir>,
+    /// `<root>/state/<id>`: the shim's working directory.
+    pub state_dir: PathBuf,
+    /// `<root>/runc`: the runtime's `--root`.
+    pub runtime_root: PathBuf,
+    child: Option<Child>,
+    client: ShimClient<Channel>,
+    pids: Vec<u32>,
+}
+
+impl ShimFixture {
+    /// Starts a shim for container `id` (unique per test: it names the cgroup).
+    pub async fn start(id: &str) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("wharf-shim-test-")
+            .tempdir()
+            .expect("creating the test state root");
+        let state_dir = root.path().join("state").join(id);
+        let runtime_root = root.path().join("runc");
+        std::fs::create_dir_all(&state_dir).expect("creating the state dir");
+        let options = ShimOptions {
+            binary: wharf_binary("wharf-shim"),
+            runtime_root: runtime_root.clone(),
+            default_runtime: "runc".into(),
+            debug: true,
+            json_logs: false,
+        };
+        let spawned = spawn_shim(&options, &state_dir).expect("spawning wharf-shim");
+        let client = wharf_shim_proto::connect(&spawned.socket)
+            .await
+            .expect("connecting to the shim");
+        Self {
+            id: id.to_owned(),
+            root: Some(root),
+            state_dir,
+            runtime_root,
+            child: Some(spawned.child),
+            client,
+            pids: Vec::new(),
+        }
+    }
+
+    /// A client of the shim.
+    pub fn client(&self) -> ShimClient<Channel> {
+        self.client.clone()
+    }
+
+    /// The shim's pid.
+    pub fn shim_pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Remembers a container process, to check at the end that it is gone.
+    pub fn track(&mut self, pid: u32) {
+        self.pids.push(pid);
+    }
+
+    /// Opens an `Events` stream.
+    pub async fn events(&self) -> Events {
+        let stream = self
+            .client()
+            .events(EventsRequest {})
+            .await
+            .expect("opening an events stream")
+            .into_inner();
+        Events { stream }
+    }
+
+    /// Checks that the shim exited on its own (after `Delete` of the init) and that nothing
+    /// of the container is left: processes, cgroups, runtime state, mounts, state files.
+    pub async fn assert_clean_exit(mut self) {
+        let mut child = self.child.take().expect("the shim is checked once");
+        let mut status = None;
+        wait_until(
+            "the shim to exit after its container was deleted",
+            DEADLINE,
+            || {
+                status = child.try_wait().expect("waiting for the shim");
+                status.is_some()
+            },
+        )
+        .await;
+        let status = status.expect("set when the wait ended");
+        assert!(
+            status.success(),
+            "the shim exited with {status}; log:\n{}",
+            self.log()
+        );
+        self.assert_nothing_left().await;
+    }
+
+    /// Checks that nothing of the container is left (the shim may still run).
+    pub async fn assert_nothing_left(&self) {
+        for &pid in &self.pids {
+            wait_until(
+                &format!("container process {pid} to be gone"),
+                DEADLINE,
+                || !process_exists(pid),
+            )
+            .await;
+        }
+        let cgroup = test_cgroup(&self.id);
+        wait_until(&format!("cgroup {cgroup} to be removed"), DEADLINE, || {
+            cgroup_dirs(&cgroup).is_empty()
+        })
+        .await;
+        let runtime_state = self.runtime_root.join(&self.id);
+        assert!(
+            !runtime_state.exists(),
+            "runtime state {} left behind",
+            runtime_state.display()
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(&self.state_dir)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name != "shim.log")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "left in the state dir: {leftovers:?}");
+        let root = self
+            .root
+            .as_ref()
+            .expect("root lives until drop")
+            .path()
+            .display()
+            .to_string();
+        let mounts = mounts_mentioning(&root);
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+
+    /// The shim's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("shim.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ShimFixture {
+    /// After a failed test: remove whatever is left, so later tests start clean.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("--- shim log ---\n{}", self.log());
+        }
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .args(["delete", "--force", &self.id])
+            .output();
+        for dir in cgroup_dirs(&test_cgroup(&self.id)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// An `Events` stream with deadlines.
+#[derive(Debug)]
+pub struct Events {
+    stream: Streaming<Event>,
+}
+
+impl Events {
+    /// The next event; panics after `DEADLINE` or if the stream ends.
+    pub async fn next(&mut self) -> Event {
+        match tokio::time::timeout(DEADLINE, self.stream.next()).await {
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(status))) => panic!("events stream failed: {status}"),
+            Ok(None) => panic!("events stream ended while an event was awaited"),
+            Err(_) => panic!("no event within {DEADLINE:?}"),
+        }
+    }
+
+    /// The next event of `kind` for `pid`, skipping others.
+    pub async fn next_of(&mut self, kind: EventType, pid: u32) -> Event {
+        loop {
+            let event = self.next().await;
+            if event.r#type() == kind && event.pid == pid {
+                return event;
+            }
+        }
+    }
+
+    /// The exit status published for `pid`.
+    pub async fn exit_status(&mut self, pid: u32) -> u32 {
+        self.next_of(EventType::Exit, pid).await.exit_status
+    }
+
+    /// Whether the stream has ended (within a deadline), with every remaining event.
+    pub async fn rest(mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match tokio::time::timeout(DEADLINE, self.stream.next()).await {
+                Ok(Some(Ok(event))) => events.push(event),
+                Ok(Some(Err(status))) => panic!("events stream failed: {status}"),
+                Ok(None) => return events,
+                Err(_) => panic!("events stream did not end within {DEADLINE:?}"),
+            }
+        }
+    }
+}

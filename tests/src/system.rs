@@ -1,0 +1,162 @@
+//! What the tests need from the machine, and checks on what they leave behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Whether CI is running us: then a missing prerequisite fails the test instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Why container tests cannot run here, if they cannot: not root, no runc, no busybox-static.
+pub fn missing_prerequisite() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    if !command_works("runc", &["--version"]) {
+        return Some("needs runc (cargo xtask setup installs it)".into());
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        return Some(format!(
+            "needs {BUSYBOX} from busybox-static (cargo xtask setup installs it)"
+        ));
+    }
+    None
+}
+
+/// Prints why `test` is skipped, or fails it under CI.
+pub fn skip_or_fail(test: &str, reason: &str) {
+    assert!(
+        !in_ci(),
+        "{test}: {reason}, and CI is set: nothing may be skipped in CI"
+    );
+    eprintln!("SKIP {test}: {reason}");
+}
+
+/// Returns from the test (printing why) unless it can run containers here; under CI, fails.
+#[macro_export]
+macro_rules! require_containers {
+    () => {
+        if let Some(reason) = $crate::system::missing_prerequisite() {
+            $crate::system::skip_or_fail(module_path!(), &reason);
+            return;
+        }
+    };
+}
+
+fn command_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The static busybox the test rootfs is made of.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// `target/` of this build (the test binary runs from `target/<profile>/deps/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.ancestors()
+        .find(|dir| dir.file_name().is_some_and(|name| name == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| {
+            exe.parent()
+                .and_then(Path::parent)
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        })
+}
+
+/// The directory holding this build's binaries (`target/debug`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a wharf binary (`wharf-shim`, ...), built fresh from this workspace on first use,
+/// so a test never runs a stale binary. `WHARF_BIN_DIR` points elsewhere.
+pub fn wharf_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        if let Ok(dir) = std::env::var("WHARF_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let dir = profile_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--package", "wharf-server", "--bins"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the wharf binaries");
+        assert!(status.success(), "cargo build of the wharf binaries failed");
+        dir
+    });
+    dir.join(name)
+}
+
+/// Polls `done` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process with this pid exists (a zombie counts).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Every cgroup directory named `name` directly under a hierarchy root (v1 controllers and
+/// the v2 unified tree).
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let fstype = fields.get(sep + 1).copied().unwrap_or_default();
+        if (fstype == "cgroup" || fstype == "cgroup2") && fields.len() > 4 {
+            let dir = Path::new(fields[4]).join(name);
+            if dir.exists() {
+                found.push(dir);
+            }
+        }
+    }
+    found
+}
+
+/// Lines of this process's mount table that mention `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The freezer state of a v1 cgroup (`FROZEN`, `THAWED`), if the freezer is mounted.
+pub fn freezer_state(cgroup: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/{cgroup}/freezer.state"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
