@@ -1,6 +1,7 @@
 //! Fifos a test reads a container's output from, or writes its input to.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,13 +24,38 @@ pub struct OutputFifo {
     collected: Arc<Mutex<Vec<u8>>>,
     ended: Arc<tokio::sync::Notify>,
     eof: Arc<std::sync::atomic::AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-/// Reads what is available without waiting; true at EOF.
+impl Drop for OutputFifo {
+    /// Closes the reader (the fifo stays).
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Reads everything the kernel holds, without waiting; true at EOF. A real `read(2)`:
+/// tokio's `try_read` trusts cached readiness and may report nothing while data waits.
 fn drain(receiver: &pipe::Receiver, into: &mut Vec<u8>) -> io::Result<bool> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match receiver.try_read(&mut buf) {
+        match rustix::io::read(receiver.as_fd(), &mut buf).map_err(io::Error::from) {
+            Ok(0) => return Ok(true),
+            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Like [`drain`], for the background reader: goes through tokio so a drained pipe clears
+/// its readiness (the next `readable()` then waits).
+fn drain_ready(receiver: &pipe::Receiver, into: &mut Vec<u8>) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match receiver
+            .try_io(|| rustix::io::read(receiver.as_fd(), &mut buf).map_err(io::Error::from))
+        {
             Ok(0) => return Ok(true),
             Ok(n) => into.extend_from_slice(&buf[..n]),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -43,6 +69,11 @@ impl OutputFifo {
     pub fn create(dir: &Path, name: &str) -> Self {
         let path = dir.join(name);
         mkfifo(&path);
+        Self::open(path)
+    }
+
+    /// Starts reading an existing fifo.
+    pub fn open(path: PathBuf) -> Self {
         let receiver = Arc::new(
             pipe::OpenOptions::new()
                 .open_receiver(&path)
@@ -51,7 +82,7 @@ impl OutputFifo {
         let collected = Arc::new(Mutex::new(Vec::new()));
         let ended = Arc::new(tokio::sync::Notify::new());
         let eof = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        tokio::spawn({
+        let reader = tokio::spawn({
             let (receiver, collected, ended, eof) = (
                 receiver.clone(),
                 collected.clone(),
@@ -64,7 +95,7 @@ impl OutputFifo {
                         break;
                     }
                     let mut bytes = collected.lock().expect("output lock");
-                    match drain(&receiver, &mut bytes) {
+                    match drain_ready(&receiver, &mut bytes) {
                         Ok(false) => {}
                         Ok(true) | Err(_) => break,
                     }
@@ -79,6 +110,7 @@ impl OutputFifo {
             collected,
             ended,
             eof,
+            reader,
         }
     }
 

@@ -1,7 +1,7 @@
 //! A real `wharf-shim` for one test container, and the checks that it left nothing behind.
 
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio_stream::StreamExt;
@@ -11,7 +11,9 @@ use wharf_server::spawn::{ShimOptions, spawn_shim};
 use wharf_shim_proto::{Event, EventType, EventsRequest, ShimClient};
 
 use crate::bundle::test_cgroup;
-use crate::system::{cgroup_dirs, mounts_mentioning, process_exists, wait_until, wharf_binary};
+use crate::system::{
+    cgroup_dirs, mounts_mentioning, process_alive, process_exists, wait_until, wharf_binary,
+};
 
 /// Default deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -26,21 +28,26 @@ pub struct ShimFixture {
     pub state_dir: PathBuf,
     /// `<root>/runc`: the runtime's `--root`.
     pub runtime_root: PathBuf,
+    /// The shim, when it is our child.
     child: Option<Child>,
+    /// The shim's pid, when its parent is not this test (started by a helper that died).
+    adopted_pid: Option<u32>,
     client: ShimClient<Channel>,
     pids: Vec<u32>,
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a valid pid");
+    let _ = rustix::process::kill_process(pid, signal);
 }
 
 impl ShimFixture {
     /// Starts a shim for container `id` (unique per test: it names the cgroup).
     pub async fn start(id: &str) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("wharf-shim-test-")
-            .tempdir()
-            .expect("creating the test state root");
-        let state_dir = root.path().join("state").join(id);
-        let runtime_root = root.path().join("runc");
-        std::fs::create_dir_all(&state_dir).expect("creating the state dir");
+        let (root, state_dir, runtime_root) = Self::dirs(id);
         let options = ShimOptions {
             binary: wharf_binary("wharf-shim"),
             runtime_root: runtime_root.clone(),
@@ -58,9 +65,62 @@ impl ShimFixture {
             state_dir,
             runtime_root,
             child: Some(spawned.child),
+            adopted_pid: None,
             client,
             pids: Vec::new(),
         }
+    }
+
+    /// Starts a shim through a helper shell that runs it in the background, then SIGKILLs
+    /// the helper: the shim must live on without the process that spawned it.
+    pub async fn start_orphaned(id: &str) -> Self {
+        let (root, state_dir, runtime_root) = Self::dirs(id);
+        let socket = state_dir.join(wharf_shim_proto::SOCKET_NAME);
+        let listener = wharf_shim_proto::bind(&socket).expect("binding the shim socket");
+        let log = std::fs::File::create(state_dir.join("shim.log")).expect("creating shim.log");
+        // A background job's stdin is /dev/null unless redirected: keep the socket on fd 3.
+        let script = r#"exec 3<&0; "$0" --socket-from-stdin --debug --runtime-root "$1" <&3 3<&- & echo $!; exec sleep 1000"#;
+        let mut helper = Command::new("sh")
+            .args(["-c", script])
+            .arg(wharf_binary("wharf-shim"))
+            .arg(&runtime_root)
+            .current_dir(&state_dir)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting the helper shell");
+        let mut line = String::new();
+        let helper_stdout = helper.stdout.take().expect("helper stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(helper_stdout), &mut line)
+            .expect("reading the shim pid from the helper");
+        let shim_pid: u32 = line.trim().parse().expect("the helper prints the shim pid");
+        helper.kill().expect("SIGKILL to the helper");
+        helper.wait().expect("reaping the helper");
+        let client = wharf_shim_proto::connect(&socket)
+            .await
+            .expect("connecting to the orphaned shim");
+        Self {
+            id: id.to_owned(),
+            root: Some(root),
+            state_dir,
+            runtime_root,
+            child: None,
+            adopted_pid: Some(shim_pid),
+            client,
+            pids: Vec::new(),
+        }
+    }
+
+    fn dirs(id: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let root = tempfile::Builder::new()
+            .prefix("wharf-shim-test-")
+            .tempdir()
+            .expect("creating the test state root");
+        let state_dir = root.path().join("state").join(id);
+        let runtime_root = root.path().join("runc");
+        std::fs::create_dir_all(&state_dir).expect("creating the state dir");
+        (root, state_dir, runtime_root)
     }
 
     /// A client of the shim.
@@ -70,7 +130,11 @@ impl ShimFixture {
 
     /// The shim's pid.
     pub fn shim_pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .or(self.adopted_pid)
+            .unwrap_or(0)
     }
 
     /// Remembers a container process, to check at the end that it is gone.
@@ -89,26 +153,33 @@ impl ShimFixture {
         Events { stream }
     }
 
-    /// Checks that the shim exited on its own (after `Delete` of the init) and that nothing
-    /// of the container is left: processes, cgroups, runtime state, mounts, state files.
+    /// Sends SIGTERM to the shim, then checks it exits cleanly leaving nothing behind.
+    pub async fn terminate(self) {
+        signal(self.shim_pid(), rustix::process::Signal::TERM);
+        self.assert_clean_exit().await;
+    }
+
+    /// Checks that the shim exited on its own (after `Delete` of the init, or a signal) and
+    /// that nothing of the container is left: processes, cgroups, runtime state, mounts,
+    /// files in the state directory.
     pub async fn assert_clean_exit(mut self) {
-        let mut child = self.child.take().expect("the shim is checked once");
-        let mut status = None;
-        wait_until(
-            "the shim to exit after its container was deleted",
-            DEADLINE,
-            || {
+        if let Some(mut child) = self.child.take() {
+            let mut status = None;
+            wait_until("the shim to exit", DEADLINE, || {
                 status = child.try_wait().expect("waiting for the shim");
                 status.is_some()
-            },
-        )
-        .await;
-        let status = status.expect("set when the wait ended");
-        assert!(
-            status.success(),
-            "the shim exited with {status}; log:\n{}",
-            self.log()
-        );
+            })
+            .await;
+            let status = status.expect("set when the wait ended");
+            assert!(
+                status.success(),
+                "the shim exited with {status}; log:\n{}",
+                self.log()
+            );
+        } else if let Some(pid) = self.adopted_pid.take() {
+            // Not our child: its new parent reaps it (a zombie has exited too).
+            wait_until("the adopted shim to exit", DEADLINE, || !process_alive(pid)).await;
+        }
         self.assert_nothing_left().await;
     }
 
@@ -162,12 +233,18 @@ impl ShimFixture {
 impl Drop for ShimFixture {
     /// After a failed test: remove whatever is left, so later tests start clean.
     fn drop(&mut self) {
+        let shim_left = self.child.is_some() || self.adopted_pid.is_some();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(pid) = self.adopted_pid.take() {
+            signal(pid, rustix::process::Signal::KILL);
+        }
+        if shim_left {
             eprintln!("--- shim log ---\n{}", self.log());
         }
-        let _ = std::process::Command::new("runc")
+        let _ = Command::new("runc")
             .arg("--root")
             .arg(&self.runtime_root)
             .args(["delete", "--force", &self.id])
@@ -210,7 +287,7 @@ impl Events {
         self.next_of(EventType::Exit, pid).await.exit_status
     }
 
-    /// Whether the stream has ended (within a deadline), with every remaining event.
+    /// Every remaining event, once the stream ends (within a deadline).
     pub async fn rest(mut self) -> Vec<Event> {
         let mut events = Vec::new();
         loop {

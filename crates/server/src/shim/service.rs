@@ -48,6 +48,9 @@ pub(crate) struct ShimService {
     events: EventHub,
     state: Mutex<State>,
     shutdown: CancellationToken,
+    /// True while a `Start` runs: the init may exit before `runc start` returns, and its
+    /// exit must not be published before the `START` event.
+    starting: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +130,7 @@ impl ShimService {
             events: EventHub::default(),
             state: Mutex::default(),
             shutdown,
+            starting: watch::Sender::new(false),
         }
     }
 
@@ -217,6 +221,11 @@ impl ShimService {
             return;
         };
         if is_init {
+            let _ = self
+                .starting
+                .subscribe()
+                .wait_for(|starting| !starting)
+                .await;
             self.finish_container(&container).await;
         }
         self.publish(&container.id, proto::EventType::Exit, pid, Some(status));
@@ -444,20 +453,26 @@ impl ShimService {
                     container.id
                 )));
             }
+            // Checked and set under the state lock, so two Starts cannot both run.
+            if self.starting.send_replace(true) {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is already being started",
+                    container.id
+                )));
+            }
         }
-        container
-            .executor
-            .start(&container.id)
-            .await
-            .map_err(|err| from_executor(&err))?;
-        self.lock().started = true;
-        self.publish(
-            &container.id,
-            proto::EventType::Start,
-            container.init_pid,
-            None,
-        );
-        Ok(())
+        let started = container.executor.start(&container.id).await;
+        if started.is_ok() {
+            self.lock().started = true;
+            self.publish(
+                &container.id,
+                proto::EventType::Start,
+                container.init_pid,
+                None,
+            );
+        }
+        self.starting.send_replace(false);
+        started.map_err(|err| from_executor(&err))
     }
 
     async fn exec(self: Arc<Self>, req: proto::ExecRequest) -> Result<proto::ExecResponse, Status> {

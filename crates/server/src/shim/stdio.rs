@@ -377,27 +377,39 @@ impl Source {
         }
     }
 
+    /// Reads what is available. For a pipe this trusts tokio's cached readiness (and
+    /// clears it), so `Empty` may only mean "no wake-up yet": see [`Source::read_now`].
     fn try_read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
-        let result = match self {
-            Source::Pipe(pipe) => pipe.try_read(buf),
-            Source::Terminal(fd) => {
-                rustix::io::read(fd.get_ref().0.as_fd(), buf).map_err(io::Error::from)
-            }
-        };
-        match result {
-            Ok(0) => Ok(ReadOutcome::End),
-            Ok(n) => Ok(ReadOutcome::Data(n)),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::Empty),
-            // A terminal master reads EIO once no process holds the terminal.
-            Err(err) if err.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
-                Ok(ReadOutcome::End)
-            }
-            Err(err) => Err(err),
+        match self {
+            Source::Pipe(pipe) => classify_read(pipe.try_read(buf)),
+            Source::Terminal(_) => self.read_now(buf),
         }
+    }
+
+    /// Reads with a real `read(2)`, so `Empty` means the kernel holds nothing more.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+        let fd = match self {
+            Source::Pipe(pipe) => pipe.as_fd(),
+            Source::Terminal(fd) => fd.get_ref().0.as_fd(),
+        };
+        classify_read(rustix::io::read(fd, buf).map_err(io::Error::from))
     }
 
     fn is_terminal(&self) -> bool {
         matches!(self, Source::Terminal(_))
+    }
+}
+
+fn classify_read(result: io::Result<usize>) -> io::Result<ReadOutcome> {
+    match result {
+        Ok(0) => Ok(ReadOutcome::End),
+        Ok(n) => Ok(ReadOutcome::Data(n)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::Empty),
+        // A terminal master reads EIO once no process holds the terminal.
+        Err(err) if err.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+            Ok(ReadOutcome::End)
+        }
+        Err(err) => Err(err),
     }
 }
 
@@ -561,7 +573,14 @@ async fn pump_output(
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut barriers_open = true;
     loop {
-        match source.try_read(&mut buf) {
+        // While a barrier waits, ask the kernel itself whether the pipe is drained: tokio's
+        // cached readiness may not have seen the data yet.
+        let outcome = if waiting.is_empty() {
+            source.try_read(&mut buf)
+        } else {
+            source.read_now(&mut buf)
+        };
+        match outcome {
             Ok(ReadOutcome::Data(n)) => {
                 sink.write(&buf[..n]).await;
                 continue;
