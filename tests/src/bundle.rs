@@ -20,7 +20,7 @@ pub fn test_cgroup(id: &str) -> String {
 pub fn rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS.get_or_init(|| {
-        let path = target_dir().join("wharf-test-rootfs");
+        let path = target_dir().join("busybox-rootfs");
         if !path.join("bin/busybox").exists() {
             build_rootfs(&path);
         }

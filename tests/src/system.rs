@@ -18,12 +18,15 @@ pub fn missing_prerequisite() -> Option<String> {
     if !command_works("runc", &["--version"]) {
         return Some("needs runc (cargo xtask setup installs it)".into());
     }
-    if !Path::new(BUSYBOX).is_file() {
-        return Some(format!(
-            "needs {BUSYBOX} from busybox-static (cargo xtask setup installs it)"
-        ));
-    }
-    None
+    missing_busybox()
+}
+
+/// Why the busybox rootfs cannot be built here, if it cannot.
+pub fn missing_busybox() -> Option<String> {
+    let is_static = std::fs::read(BUSYBOX).is_ok_and(|elf| is_static_elf64(&elf));
+    (!is_static).then(|| {
+        format!("needs a static {BUSYBOX} from busybox-static (cargo xtask setup installs it)")
+    })
 }
 
 /// Prints why `test` is skipped, or fails it under CI.
@@ -74,11 +77,13 @@ pub fn target_dir() -> PathBuf {
 /// The directory holding this build's binaries (`target/debug`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps")
-        .to_path_buf()
+    // Tests and benches run from target/<profile>/deps/, binaries from target/<profile>/.
+    let dir = exe.parent().expect("an executable lives in a directory");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a wharf binary (`wharf-shim`, ...), built fresh from this workspace on first use,
@@ -186,4 +191,54 @@ pub fn freezer_state(cgroup: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/{cgroup}/freezer.state"))
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// Whether `elf` is a 64-bit little-endian executable without an interpreter (`PT_INTERP`),
+/// i.e. one that runs in a rootfs holding nothing else.
+fn is_static_elf64(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let at = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i * usize::from(phentsize));
+        u32_at(at).is_some_and(|kind| kind != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // /bin/sh is dynamic on Debian; busybox-static's busybox is not.
+        assert!(!is_static_elf64(&std::fs::read("/bin/sh").unwrap()));
+        assert!(!is_static_elf64(b"not an elf"));
+        if in_ci() || Path::new(BUSYBOX).exists() {
+            assert!(
+                is_static_elf64(&std::fs::read(BUSYBOX).unwrap()),
+                "{BUSYBOX} is not static"
+            );
+        }
+    }
 }

@@ -755,3 +755,30 @@ async fn a_128_byte_id_works_despite_the_socket_path_limit() {
     assert_eq!(delete(&mut shim.client(), init).await, 9);
     shim.assert_clean_exit().await;
 }
+
+#[tokio::test]
+async fn delete_of_a_created_never_started_init_kills_it() {
+    require_containers!();
+    let id = "never-started";
+    let bundle = Bundle::new(id, &["sh", "-c", "echo must not run"]);
+    let io = tempfile::tempdir().unwrap();
+    let stdout = OutputFifo::create(io.path(), "stdout");
+    let mut shim = ShimFixture::start(id).await;
+    let mut client = shim.client();
+    let mut events = shim.events().await;
+    let init = client
+        .create(CreateRequest {
+            stdout: stdout.path_string(),
+            ..create_request(id, &bundle)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    shim.track(init);
+    assert_eq!(state_of(&mut client, init).await, State::Created);
+    assert_eq!(delete(&mut client, init).await, 137);
+    assert_eq!(events.next_of(EventType::Exit, init).await.exit_status, 137);
+    assert_eq!(stdout.text_now(), "", "the bundle's process never ran");
+    shim.assert_clean_exit().await;
+}

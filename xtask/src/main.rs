@@ -1,35 +1,59 @@
 //! Project automation for wharf: `cargo xtask <command>`.
-#![allow(clippy::print_stdout)] // a command-line tool: printing is its job
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: printing is its job
 
+mod bench;
+mod ci;
 mod codegen;
+mod demo;
+mod setup;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "wharf project automation")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Task,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Task {
     /// Regenerate the gRPC code in crates/api and crates/shim-proto from proto/.
     Codegen {
         /// Fail if the checked-in code differs from what would be generated; write nothing.
         #[arg(long)]
         check: bool,
     },
+    /// Install what wharf needs on Debian 12 (runc, busybox-static, cargo-deny,
+    /// cargo-nextest) and build the busybox rootfs. Idempotent; needs root.
+    Setup,
+    /// Run every check and test, as CI does: setup, fmt, clippy, deny, codegen, nextest.
+    Ci,
+    /// Run a benchmark with its baseline side by side: `shim`.
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Passed to the benchmark (e.g. `--iterations 50`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run a container through wharf and show what happens.
+    Demo,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Command::Codegen { check } => codegen::run(&root, check),
+        Task::Codegen { check } => codegen::run(&root, check),
+        Task::Setup => setup::run_setup(&root),
+        Task::Ci => ci::run_ci(&root),
+        Task::Bench { name, args } => bench::run_bench(&root, &name, &args),
+        Task::Demo => demo::run_demo(&root),
     }
 }
 
@@ -39,4 +63,20 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask is a member one level below the workspace root")
         .to_path_buf()
+}
+
+/// The cargo that runs us.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs `command`, failing with its command line if it fails.
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
 }

@@ -21,6 +21,9 @@ use wharf_shim_proto::ShimServer;
 
 pub use service::ShimConfig;
 
+/// How long, once the shim is done, its clients get to close their connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 use reaper::Reaper;
 use service::{ShimHandler, ShimService};
 
@@ -77,10 +80,22 @@ pub async fn run(config: ShimConfig, listener: UnixListener) -> anyhow::Result<(
     let listener =
         tokio::net::UnixListener::from_std(listener).context("registering the listening socket")?;
     tracing::info!(state_dir = %config.state_dir.display(), "shim serving");
-    let served = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(ShimServer::new(ShimHandler(service)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled());
+    // Graceful shutdown waits for clients to finish their calls and read the GOAWAY; one
+    // that never reads must not keep a shim with nothing left to own alive.
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        () = grace_over => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected after shutdown; exiting anyway");
+            Ok(())
+        }
+    };
     let socket = config.state_dir.join(wharf_shim_proto::SOCKET_NAME);
     if let Err(err) = std::fs::remove_file(&socket)
         && err.kind() != std::io::ErrorKind::NotFound

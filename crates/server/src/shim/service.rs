@@ -98,6 +98,20 @@ struct ProcessEntry {
     io: Option<ProcessIo>,
 }
 
+impl State {
+    /// Whether the init has been reaped (or is no longer in the table).
+    fn init_exited(&self, init: Pid) -> bool {
+        self.processes.get(&init).is_none_or(|e| e.reaped.is_some())
+    }
+}
+
+impl Container {
+    /// `FailedPrecondition`: "container <id> <why>".
+    fn refuse(&self, why: &str) -> Status {
+        Status::failed_precondition(format!("container {} {why}", self.id))
+    }
+}
+
 /// Counts a create/exec in flight; see [`State::registering`].
 struct Registration<'a>(&'a ShimService);
 
@@ -438,27 +452,14 @@ impl ShimService {
         {
             let state = self.lock();
             if state.started {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is already started",
-                    container.id
-                )));
+                return Err(container.refuse("is already started"));
             }
-            if state
-                .processes
-                .get(&container.init_pid)
-                .is_some_and(|e| e.reaped.is_some())
-            {
-                return Err(Status::failed_precondition(format!(
-                    "container {} has exited",
-                    container.id
-                )));
+            if state.init_exited(container.init_pid) {
+                return Err(container.refuse("has exited"));
             }
             // Checked and set under the state lock, so two Starts cannot both run.
             if self.starting.send_replace(true) {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is already being started",
-                    container.id
-                )));
+                return Err(container.refuse("is already being started"));
             }
         }
         let started = container.executor.start(&container.id).await;
@@ -480,20 +481,10 @@ impl ShimService {
         let exec_id = {
             let mut state = self.lock();
             if !state.started {
-                return Err(Status::failed_precondition(format!(
-                    "container {} is not started",
-                    container.id
-                )));
+                return Err(container.refuse("is not started"));
             }
-            if state
-                .processes
-                .get(&container.init_pid)
-                .is_none_or(|e| e.reaped.is_some())
-            {
-                return Err(Status::failed_precondition(format!(
-                    "container {} has exited",
-                    container.id
-                )));
+            if state.init_exited(container.init_pid) {
+                return Err(container.refuse("has exited"));
             }
             state.next_exec += 1;
             ExecId::new(format!("exec-{}", state.next_exec))

