@@ -782,3 +782,93 @@ async fn delete_of_a_created_never_started_init_kills_it() {
     assert_eq!(stdout.text_now(), "", "the bundle's process never ran");
     shim.assert_clean_exit().await;
 }
+
+#[tokio::test]
+async fn control_kill_signals_one_process_or_all_and_checks_the_pid() {
+    require_containers!();
+    use wharf_shim_proto::control::{ControlClient, KillRequest};
+    let id = "control-kill";
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let mut shim = ShimFixture::start(id).await;
+    let mut client = shim.client();
+    let mut control = ControlClient::new(
+        wharf_shim_proto::channel(shim.state_dir.join("shim.sock"))
+            .await
+            .unwrap(),
+    );
+    let mut events = shim.events().await;
+    let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
+    let exec = client
+        .exec(ExecRequest {
+            args: vec!["sleep".into(), "1000".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    shim.track(exec);
+
+    // SIGTERM to the exec (not pid 1 in its namespace: the default action applies).
+    control
+        .kill(KillRequest {
+            pid: exec,
+            signal: 15,
+            all: false,
+        })
+        .await
+        .expect("Kill exec");
+    assert_eq!(events.exit_status(exec).await, 143);
+    assert_eq!(
+        state_of(&mut client, init).await,
+        State::Running,
+        "the init lives on"
+    );
+
+    let exited = control
+        .kill(KillRequest {
+            pid: exec,
+            signal: 15,
+            all: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(exited.code(), Code::FailedPrecondition, "{exited:?}");
+    let stranger = control
+        .kill(KillRequest {
+            pid: 1,
+            signal: 9,
+            all: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), Code::NotFound, "{stranger:?}");
+    assert!(stranger.message().contains('1'), "{stranger:?}");
+    for signal in [0, 65, 1000] {
+        let bad = control
+            .kill(KillRequest {
+                pid: init,
+                signal,
+                all: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            bad.code(),
+            Code::InvalidArgument,
+            "signal {signal}: {bad:?}"
+        );
+    }
+
+    control
+        .kill(KillRequest {
+            pid: 0,
+            signal: 9,
+            all: true,
+        })
+        .await
+        .expect("Kill all");
+    assert_eq!(events.exit_status(init).await, 137);
+    assert_eq!(delete(&mut client, init).await, 137);
+    shim.assert_clean_exit().await;
+}

@@ -16,18 +16,31 @@ struct Target {
     generated_name: &'static str,
     /// Where the checked-in copy lives, relative to the workspace root.
     checked_in: &'static str,
+    /// Derive serde traits (JSON field names as in the proto's JSON mapping) behind the
+    /// crate's optional `serde` feature.
+    serde: bool,
 }
+
+const SERDE_ATTRIBUTE: &str = "#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize), serde(rename_all = \"camelCase\", default))]";
 
 const TARGETS: &[Target] = &[
     Target {
         proto: "api.proto",
         generated_name: "types.rs",
         checked_in: "crates/api/src/generated/types.rs",
+        serde: true,
     },
     Target {
         proto: "shim.proto",
         generated_name: "containerd.shim.v1.rs",
         checked_in: "crates/shim-proto/src/generated/containerd.shim.v1.rs",
+        serde: false,
+    },
+    Target {
+        proto: "wharf_shim.proto",
+        generated_name: "wharf.shim.v1.rs",
+        checked_in: "crates/shim-proto/src/generated/wharf.shim.v1.rs",
+        serde: false,
     },
 ];
 
@@ -70,7 +83,11 @@ fn generate(root: &Path, target: &Target) -> Result<String> {
         .with_context(|| format!("parsing proto/{}", target.proto))?;
 
     let out = tempfile::tempdir()?;
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure();
+    if target.serde {
+        builder = builder.message_attribute(".", SERDE_ATTRIBUTE);
+    }
+    builder
         .build_client(true)
         .build_server(true)
         .build_transport(false)

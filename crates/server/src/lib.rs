@@ -2,6 +2,7 @@
 //! (`wharf`). The only crate that knows both gRPC and the executors.
 #![warn(missing_docs)]
 
+mod events;
 pub mod logging;
 pub mod shim;
 pub mod spawn;

@@ -23,6 +23,26 @@ mod generated {
     include!("generated/containerd.shim.v1.rs");
 }
 
+#[allow(
+    clippy::all,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations
+)]
+mod generated_control {
+    include!("generated/wharf.shim.v1.rs");
+}
+
+/// wharf's additions to the shim API (`wharf.shim.v1.Control`), served on the same socket.
+pub mod control {
+    pub use super::generated_control::KillRequest;
+    pub use super::generated_control::control_client::ControlClient;
+    pub use super::generated_control::control_server::{Control, ControlServer};
+
+    /// The gRPC service name.
+    pub const SERVICE_NAME: &str = "wharf.shim.v1.Control";
+}
+
 mod socket;
 
 pub use generated::shim_client::ShimClient;
@@ -48,8 +68,19 @@ pub const SOCKET_NAME: &str = "shim.sock";
 pub async fn connect(
     path: impl AsRef<std::path::Path>,
 ) -> Result<ShimClient<tonic::transport::Channel>, tonic::transport::Error> {
+    Ok(ShimClient::new(channel(path).await?))
+}
+
+/// A channel to the shim at `path`, for both [`ShimClient`] and
+/// [`control::ControlClient`] (they share its connection).
+///
+/// # Errors
+/// The socket cannot be connected to (missing, refused, not a socket).
+pub async fn channel(
+    path: impl AsRef<std::path::Path>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let address = std::sync::Arc::new(SocketPath::new(path.as_ref()));
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+    tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let address = address.clone();
             async move {
@@ -59,6 +90,5 @@ pub async fn connect(
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
-        .await?;
-    Ok(ShimClient::new(channel))
+        .await
 }

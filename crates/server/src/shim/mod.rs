@@ -5,7 +5,6 @@
 //! `shim.sock` in the container's state directory. It survives its spawner: a daemon can die
 //! and come back without losing the container. See ARCHITECTURE.md.
 
-mod events;
 mod reaper;
 mod service;
 mod stdio;
@@ -18,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use wharf_shim_proto::ShimServer;
+use wharf_shim_proto::control::ControlServer;
 
 pub use service::ShimConfig;
 
@@ -81,7 +81,8 @@ pub async fn run(config: ShimConfig, listener: UnixListener) -> anyhow::Result<(
         tokio::net::UnixListener::from_std(listener).context("registering the listening socket")?;
     tracing::info!(state_dir = %config.state_dir.display(), "shim serving");
     let server = tonic::transport::Server::builder()
-        .add_service(ShimServer::new(ShimHandler(service)))
+        .add_service(ShimServer::new(ShimHandler(service.clone())))
+        .add_service(ControlServer::new(ShimHandler(service)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled());
     // Graceful shutdown waits for clients to finish their calls and read the GOAWAY; one
     // that never reads must not keep a shim with nothing left to own alive.

@@ -2,43 +2,66 @@
 //!
 //! The shim is a child subreaper, so the container's init and execs (whose parent, the
 //! runtime, exits) are re-parented to it, as are orphans from inside the container. On every
-//! `SIGCHLD` the reaper collects every exited child with `waitpid(-1, WNOHANG)`. A child
+//! `SIGCHLD` the reaper collects every exited child with `wait(-1, WNOHANG)`. A child
 //! started through [`Reaper::spawn`] (a runtime command) has its status handed to its
 //! spawner; every other exit goes to the shim's process table.
+//!
+//! Signals to container processes also go through here ([`Reaper::signal`]): a pid is only
+//! signalled while the reaper has not collected it, so a recycled pid is never hit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::process::WaitOptions;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use wharf_executor::{ExitStatus, MonitoredChild, Pid, ProcessMonitor};
+use wharf_executor::{ExitStatus, MonitoredChild, Pid, ProcessMonitor, Signal};
 
 /// An exited child that no spawner waits for: a container process or an orphan.
 pub(crate) type Exit = (Pid, ExitStatus);
 
 #[derive(Debug)]
 pub(crate) struct Reaper {
-    /// Held while spawning and while reaping, so no child can be reaped before its spawner
-    /// has registered for its status.
-    waiters: Mutex<HashMap<Pid, oneshot::Sender<ExitStatus>>>,
+    /// Held while spawning, reaping and signalling: no child is reaped before its spawner
+    /// registered for its status, and none is signalled after it was reaped.
+    state: Mutex<ReaperState>,
     exits: mpsc::UnboundedSender<Exit>,
 }
 
+#[derive(Debug, Default)]
+struct ReaperState {
+    /// Runtime commands whose spawner waits for their status.
+    waiters: HashMap<Pid, oneshot::Sender<ExitStatus>>,
+    /// Pids reaped and sent to the process table, until it confirms ([`Reaper::forget`]).
+    reaped: HashSet<Pid>,
+}
+
+/// Why [`Reaper::signal`] did not signal.
+#[derive(Debug)]
+pub(crate) enum SignalError {
+    /// The process has been reaped: its pid may belong to someone else now.
+    Reaped,
+    /// `kill(2)` failed.
+    Kill(io::Error),
+}
+
 impl Reaper {
-    /// A reaper sending unclaimed exits to the returned receiver. Call [`Reaper::run`] before
-    /// spawning anything.
+    /// A reaper sending unclaimed exits to the returned receiver. Start [`Reaper::listen`]
+    /// before spawning anything.
     pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<Exit>) {
         let (exits, rx) = mpsc::unbounded_channel();
-        (
-            Self {
-                waiters: Mutex::default(),
-                exits,
-            },
-            rx,
-        )
+        let reaper = Self {
+            state: Mutex::default(),
+            exits,
+        };
+        (reaper, rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReaperState> {
+        // Each critical section leaves the maps consistent: a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers for `SIGCHLD`, then reaps on every signal until the process ends.
@@ -59,9 +82,10 @@ impl Reaper {
 
     /// Collects every exited child.
     pub(crate) fn reap(&self) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         loop {
-            // `wait` is waitpid(-1): any child, whatever its process group (`waitpid(None)` is pid 0).
+            // `wait` is waitpid(-1): any child, whatever its process group (rustix's
+            // `waitpid(None)` would be pid 0: only our own process group).
             match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
                     let (Some(pid), Some(status)) = (
@@ -71,11 +95,12 @@ impl Reaper {
                         continue;
                     };
                     tracing::debug!(pid = pid.get(), %status, "reaped");
-                    match waiters.remove(&pid) {
+                    match state.waiters.remove(&pid) {
                         Some(waiter) => {
                             let _ = waiter.send(status);
                         }
                         None => {
+                            state.reaped.insert(pid);
                             let _ = self.exits.send((pid, status));
                         }
                     }
@@ -90,16 +115,35 @@ impl Reaper {
             }
         }
     }
+
+    /// The process table has recorded `pid`'s exit (or ignored it as an orphan).
+    pub(crate) fn forget(&self, pid: Pid) {
+        self.lock().reaped.remove(&pid);
+    }
+
+    /// Sends `signal` to `pid` unless the reaper has collected it.
+    pub(crate) fn signal(&self, pid: Pid, signal: Signal) -> Result<(), SignalError> {
+        let state = self.lock();
+        if state.reaped.contains(&pid) {
+            return Err(SignalError::Reaped);
+        }
+        let target = rustix::process::Pid::from_raw(pid.as_raw()).ok_or(SignalError::Reaped)?;
+        // SAFETY: `from_raw_unchecked` only asks that the number be a valid signal, which
+        // `Signal` guarantees (1..=64). Signals libc reserves for itself concern this
+        // process, not the target.
+        let signal = unsafe { rustix::process::Signal::from_raw_unchecked(signal.as_raw()) };
+        rustix::process::kill_process(target, signal).map_err(|err| SignalError::Kill(err.into()))
+    }
 }
 
 impl ProcessMonitor for Reaper {
     fn spawn(&self, mut command: Command) -> io::Result<MonitoredChild> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         let mut child = command.spawn()?;
         let pid =
             Pid::new(child.id()).ok_or_else(|| io::Error::other("spawned child has no pid"))?;
         let (tx, rx) = oneshot::channel();
-        waiters.insert(pid, tx);
+        state.waiters.insert(pid, tx);
         // `child` is dropped without waiting: the reaper owns waiting.
         Ok(MonitoredChild::new(pid, &mut child, rx))
     }

@@ -18,11 +18,15 @@ use wharf_executor::{
 };
 use wharf_runc_executor::{Config as RuncConfig, RuncExecutor};
 use wharf_shim_proto as proto;
+use wharf_shim_proto::control::{self, KillRequest};
 
-use super::events::{EventHub, EventStream};
-use super::reaper::Reaper;
+use super::reaper::{Reaper, SignalError};
 use super::stdio::{PreparedIo, ProcessIo, StdioPaths};
+use crate::events::{EventHub, EventStream};
 use crate::status::from_executor;
+
+/// Events kept for the next stream while none is open.
+const EVENT_BACKLOG: usize = 4096;
 
 /// How the shim runs its container.
 #[derive(Debug, Clone)]
@@ -45,7 +49,7 @@ pub struct ShimConfig {
 pub(crate) struct ShimService {
     config: ShimConfig,
     reaper: Arc<Reaper>,
-    events: EventHub,
+    events: EventHub<proto::Event>,
     state: Mutex<State>,
     shutdown: CancellationToken,
     /// True while a `Start` runs: the init may exit before `runc start` returns, and its
@@ -141,7 +145,7 @@ impl ShimService {
         Self {
             config,
             reaper,
-            events: EventHub::default(),
+            events: EventHub::new(EVENT_BACKLOG),
             state: Mutex::default(),
             shutdown,
             starting: watch::Sender::new(false),
@@ -193,6 +197,8 @@ impl ShimService {
         } else {
             tracing::debug!(pid = pid.get(), %status, "reaped an orphan");
         }
+        // The table now knows the pid is gone; the reaper need not remember it.
+        self.reaper.forget(pid);
     }
 
     /// Records a container process's exit and publishes it once its output is out.
@@ -514,7 +520,7 @@ impl ShimService {
             Ok(io) => (io, None),
             Err(err) => {
                 // Registered all the same, so its exit is collected and it can be deleted.
-                kill_process(pid);
+                let _ = self.reaper.signal(pid, Signal::KILL);
                 (ProcessIo::default(), Some(err))
             }
         };
@@ -559,7 +565,7 @@ impl ShimService {
                     .await
                     .map_err(|err| from_executor(&err))?;
             } else {
-                kill_process(pid);
+                let _ = self.reaper.signal(pid, Signal::KILL);
             }
         }
         let status = self.wait_published(pid).await?;
@@ -642,6 +648,47 @@ impl ShimService {
         })
     }
 
+    async fn kill(self: Arc<Self>, req: KillRequest) -> Result<(), Status> {
+        let container = self.container()?;
+        let signal = Signal::try_from(req.signal)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        if req.all {
+            return container
+                .executor
+                .kill(&container.id, signal, KillScope::All)
+                .await
+                .map_err(|err| from_executor(&err));
+        }
+        let pid =
+            Pid::new(req.pid).ok_or_else(|| Status::invalid_argument("pid must be positive"))?;
+        {
+            let state = self.lock();
+            let entry = state.processes.get(&pid).ok_or_else(|| {
+                Status::not_found(format!(
+                    "process {pid} is not a process of container {}",
+                    container.id
+                ))
+            })?;
+            if entry.reaped.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "process {pid} of container {} has exited",
+                    container.id
+                )));
+            }
+        }
+        match self.reaper.signal(pid, signal) {
+            Ok(()) => Ok(()),
+            Err(SignalError::Reaped) => Err(Status::failed_precondition(format!(
+                "process {pid} of container {} has exited",
+                container.id
+            ))),
+            Err(SignalError::Kill(err)) => Err(Status::internal(format!(
+                "sending signal {signal} to process {pid} of container {}: {err}",
+                container.id
+            ))),
+        }
+    }
+
     async fn pause(self: Arc<Self>) -> Result<(), Status> {
         let container = self.container()?;
         container
@@ -696,13 +743,6 @@ impl ShimService {
         rustix::termios::tcsetwinsize(console, size).map_err(|err| {
             Status::internal(format!("resizing the terminal of process {pid}: {err}"))
         })
-    }
-}
-
-/// Sends SIGKILL to a process the shim has not reaped yet (so its pid cannot be reused).
-fn kill_process(pid: Pid) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid.as_raw()) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 
@@ -835,12 +875,12 @@ impl proto::Shim for ShimHandler {
         self.resize(request.get_ref()).map(Response::new)
     }
 
-    type EventsStream = EventStream;
+    type EventsStream = EventStream<proto::Event>;
 
     async fn events(
         &self,
         _request: Request<proto::EventsRequest>,
-    ) -> Result<Response<EventStream>, Status> {
+    ) -> Result<Response<EventStream<proto::Event>>, Status> {
         Ok(Response::new(self.events.subscribe()))
     }
 
@@ -862,5 +902,15 @@ impl proto::Shim for ShimHandler {
     ) -> Result<Response<()>, Status> {
         let this = self.0.clone();
         self.detached(this.resume()).await.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl control::Control for ShimHandler {
+    async fn kill(&self, request: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(this.kill(request.into_inner()))
+            .await
+            .map(Response::new)
     }
 }

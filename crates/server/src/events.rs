@@ -1,5 +1,7 @@
-//! Fan-out of shim events: every open `Events` stream gets every event; events published
-//! while no stream is open are kept (bounded, oldest dropped) for the next stream.
+//! Fan-out of events to gRPC streams: every open stream gets every event, in order. A
+//! stream whose client stops reading is ended with `ResourceExhausted` once its buffer is
+//! full, so it never blocks the publisher or the other streams. Optionally, events
+//! published while no stream is open are kept (bounded, oldest dropped) for the next one.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -10,33 +12,45 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::Status;
-use wharf_shim_proto::Event;
 
-/// Events kept while no stream is open.
-pub(crate) const BACKLOG_LIMIT: usize = 4096;
 /// Events queued per stream before the stream is considered stuck and closed.
-const STREAM_BUFFER: usize = 8192;
+pub(crate) const STREAM_BUFFER: usize = 8192;
 
-#[derive(Debug, Default)]
-pub(crate) struct EventHub {
-    inner: Mutex<Hub>,
+#[derive(Debug)]
+pub(crate) struct EventHub<T> {
+    inner: Mutex<Hub<T>>,
+    /// How many events to keep while no stream is open (0: none).
+    backlog_limit: usize,
 }
 
-#[derive(Debug, Default)]
-struct Hub {
-    subscribers: Vec<Subscriber>,
-    backlog: VecDeque<Event>,
+#[derive(Debug)]
+struct Hub<T> {
+    subscribers: Vec<Subscriber<T>>,
+    backlog: VecDeque<T>,
     closed: bool,
 }
 
 #[derive(Debug)]
-struct Subscriber {
-    tx: mpsc::Sender<Event>,
+struct Subscriber<T> {
+    tx: mpsc::Sender<T>,
     lagged: Arc<AtomicBool>,
 }
 
-impl EventHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Hub> {
+impl<T: Clone> EventHub<T> {
+    /// A hub keeping up to `backlog_limit` events while no stream is open
+    /// (at most [`STREAM_BUFFER`]).
+    pub(crate) fn new(backlog_limit: usize) -> Self {
+        Self {
+            inner: Mutex::new(Hub {
+                subscribers: Vec::new(),
+                backlog: VecDeque::new(),
+                closed: false,
+            }),
+            backlog_limit: backlog_limit.min(STREAM_BUFFER),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hub<T>> {
         // A panic while holding this lock leaves the hub consistent (plain pushes and pops).
         self.inner
             .lock()
@@ -44,7 +58,7 @@ impl EventHub {
     }
 
     /// Sends `event` to every open stream, or keeps it for the next one.
-    pub(crate) fn publish(&self, event: Event) {
+    pub(crate) fn publish(&self, event: T) {
         let mut hub = self.lock();
         if hub.closed {
             return;
@@ -65,10 +79,10 @@ impl EventHub {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
-        if !delivered {
-            if hub.backlog.len() == BACKLOG_LIMIT {
+        if !delivered && self.backlog_limit > 0 {
+            if hub.backlog.len() == self.backlog_limit {
                 tracing::warn!(
-                    limit = BACKLOG_LIMIT,
+                    limit = self.backlog_limit,
                     "no events stream open; dropping the oldest kept event"
                 );
                 hub.backlog.pop_front();
@@ -78,7 +92,7 @@ impl EventHub {
     }
 
     /// Opens a stream: first the kept events, then every new one.
-    pub(crate) fn subscribe(&self) -> EventStream {
+    pub(crate) fn subscribe(&self) -> EventStream<T> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
         let mut hub = self.lock();
@@ -106,13 +120,13 @@ impl EventHub {
 /// One `Events` stream. Ends with OK when the shim closes the hub, or with
 /// `ResourceExhausted` if the client stopped reading for too long.
 #[derive(Debug)]
-pub(crate) struct EventStream {
-    rx: mpsc::Receiver<Event>,
+pub(crate) struct EventStream<T> {
+    rx: mpsc::Receiver<T>,
     lagged: Arc<AtomicBool>,
 }
 
-impl Stream for EventStream {
-    type Item = Result<Event, Status>;
+impl<T> Stream for EventStream<T> {
+    type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
@@ -132,79 +146,85 @@ impl Stream for EventStream {
 mod tests {
     use super::*;
     use tokio_stream::StreamExt;
-    use wharf_shim_proto::EventType;
 
-    fn event(pid: u32) -> Event {
-        Event {
-            id: "c".into(),
-            r#type: EventType::Exit.into(),
-            pid,
-            exit_status: 0,
-        }
+    const BACKLOG: usize = 4096;
+
+    async fn collect(stream: EventStream<u32>) -> Vec<u32> {
+        stream.map(|e| e.unwrap()).collect().await
     }
 
     #[tokio::test]
     async fn every_stream_gets_every_event() {
-        let hub = EventHub::default();
-        let mut a = hub.subscribe();
-        let mut b = hub.subscribe();
-        hub.publish(event(1));
-        hub.publish(event(2));
+        let hub = EventHub::new(BACKLOG);
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        hub.publish(1);
+        hub.publish(2);
         hub.close();
-        let a: Vec<u32> = (&mut a).map(|e| e.unwrap().pid).collect().await;
-        let b: Vec<u32> = (&mut b).map(|e| e.unwrap().pid).collect().await;
-        assert_eq!(a, [1, 2]);
-        assert_eq!(b, [1, 2]);
+        assert_eq!(collect(a).await, [1, 2]);
+        assert_eq!(collect(b).await, [1, 2]);
     }
 
     #[tokio::test]
     async fn events_without_a_stream_go_to_the_next_stream_only() {
-        let hub = EventHub::default();
-        hub.publish(event(1));
+        let hub = EventHub::new(BACKLOG);
+        hub.publish(1);
         let first = hub.subscribe();
         let second = hub.subscribe();
-        hub.publish(event(2));
+        hub.publish(2);
         hub.close();
-        let first: Vec<u32> = first.map(|e| e.unwrap().pid).collect().await;
-        let second: Vec<u32> = second.map(|e| e.unwrap().pid).collect().await;
-        assert_eq!(first, [1, 2]);
-        assert_eq!(second, [2]);
+        assert_eq!(collect(first).await, [1, 2]);
+        assert_eq!(collect(second).await, [2]);
+    }
+
+    #[tokio::test]
+    async fn without_a_backlog_events_with_no_stream_are_gone() {
+        let hub = EventHub::new(0);
+        hub.publish(1);
+        let stream = hub.subscribe();
+        hub.publish(2);
+        hub.close();
+        assert_eq!(collect(stream).await, [2]);
     }
 
     #[tokio::test]
     async fn a_closed_stream_does_not_swallow_events() {
-        let hub = EventHub::default();
+        let hub = EventHub::new(BACKLOG);
         drop(hub.subscribe());
-        hub.publish(event(7));
+        hub.publish(7);
         let next = hub.subscribe();
         hub.close();
-        let pids: Vec<u32> = next.map(|e| e.unwrap().pid).collect().await;
-        assert_eq!(pids, [7]);
+        assert_eq!(collect(next).await, [7]);
     }
 
     #[tokio::test]
     async fn backlog_keeps_the_newest_events() {
-        let hub = EventHub::default();
-        for pid in 0..(BACKLOG_LIMIT as u32 + 10) {
-            hub.publish(event(pid + 1));
+        let hub = EventHub::new(BACKLOG);
+        for n in 0..(BACKLOG as u32 + 10) {
+            hub.publish(n + 1);
         }
         let stream = hub.subscribe();
         hub.close();
-        let pids: Vec<u32> = stream.map(|e| e.unwrap().pid).collect().await;
-        assert_eq!(pids.len(), BACKLOG_LIMIT);
-        assert_eq!(pids[0], 11);
+        let kept = collect(stream).await;
+        assert_eq!(kept.len(), BACKLOG);
+        assert_eq!(kept[0], 11);
     }
 
     #[tokio::test]
-    async fn a_stuck_stream_ends_with_resource_exhausted() {
-        let hub = EventHub::default();
-        let stream = hub.subscribe();
-        for pid in 0..=(STREAM_BUFFER as u32) {
-            hub.publish(event(pid + 1));
+    async fn a_stuck_stream_ends_with_resource_exhausted_and_others_go_on() {
+        let hub = EventHub::new(0);
+        let stuck = hub.subscribe();
+        let mut reading = hub.subscribe();
+        for n in 0..=(STREAM_BUFFER as u32) {
+            hub.publish(n + 1);
+            assert_eq!(reading.next().await.unwrap().unwrap(), n + 1);
         }
-        let items: Vec<_> = stream.collect().await;
+        let items: Vec<_> = stuck.collect().await;
         assert_eq!(items.len(), STREAM_BUFFER + 1);
         let last = items.last().unwrap().as_ref().unwrap_err();
         assert_eq!(last.code(), tonic::Code::ResourceExhausted);
+        hub.publish(0);
+        hub.close();
+        assert_eq!(reading.next().await.unwrap().unwrap(), 0);
     }
 }
