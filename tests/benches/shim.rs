@@ -173,7 +173,7 @@ async fn through_shim(
     client.delete(DeleteRequest { pid }).await.expect("Delete");
     // Close our connection before blocking this (only) thread on the shim's exit.
     drop(client);
-    shim.child.wait().expect("waiting for the shim");
+    shim.child.wait().await.expect("waiting for the shim");
     std::fs::remove_dir_all(&state_dir).unwrap();
     [connected - started, created - connected, done - created]
 }

@@ -9,6 +9,7 @@
 )]
 
 pub mod bundle;
+pub mod daemon;
 pub mod fifo;
 pub mod shim;
 pub mod system;

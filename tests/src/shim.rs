@@ -1,8 +1,10 @@
 //! A real `wharf-shim` for one test container, and the checks that it left nothing behind.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
 use std::time::Duration;
+use tokio::process::Child;
 
 use tokio_stream::StreamExt;
 use tonic::Streaming;
@@ -132,7 +134,7 @@ impl ShimFixture {
     pub fn shim_pid(&self) -> u32 {
         self.child
             .as_ref()
-            .map(Child::id)
+            .and_then(Child::id)
             .or(self.adopted_pid)
             .unwrap_or(0)
     }
@@ -235,8 +237,7 @@ impl Drop for ShimFixture {
     fn drop(&mut self) {
         let shim_left = self.child.is_some() || self.adopted_pid.is_some();
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.start_kill();
         }
         if let Some(pid) = self.adopted_pid.take() {
             signal(pid, rustix::process::Signal::KILL);

@@ -1,7 +1,8 @@
-//! wharf's wiring: the shim (`wharf-shim`), and soon the daemon (`wharfd`) and the CLI
-//! (`wharf`). The only crate that knows both gRPC and the executors.
+//! wharf's wiring: the daemon (`wharfd`), the shim (`wharf-shim`) and the CLI (`wharf`).
+//! The only crate that knows both gRPC and the executors.
 #![warn(missing_docs)]
 
+pub mod daemon;
 mod events;
 pub mod logging;
 pub mod shim;

@@ -2,9 +2,10 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
 
 use wharf_shim_proto::SOCKET_NAME;
 
@@ -28,7 +29,7 @@ pub struct ShimOptions {
 pub struct SpawnedShim {
     /// Its socket, `<state_dir>/shim.sock`, already accepting connections.
     pub socket: PathBuf,
-    /// The shim process; its parent must reap it when it exits.
+    /// The shim process: wait on it (`child.wait().await`) to reap it when it exits.
     pub child: Child,
 }
 

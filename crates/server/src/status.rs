@@ -16,6 +16,12 @@ pub fn from_executor(err: &wharf_executor::Error) -> Status {
     Status::new(code, error_chain(err))
 }
 
+/// A status from a shim, with `context` (naming the container) in front of its message and
+/// its code kept.
+pub fn from_shim(context: impl std::fmt::Display, status: Status) -> Status {
+    Status::new(status.code(), format!("{context}: {}", status.message()))
+}
+
 /// `err` and its sources, joined with ": ".
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();

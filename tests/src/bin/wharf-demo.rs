@@ -46,7 +46,7 @@ async fn main() {
     let mut shim = spawn_shim(&options, &state_dir).expect("spawning wharf-shim");
     println!(
         "shim      pid {}, serving {}",
-        shim.child.id(),
+        shim.child.id().unwrap_or(0),
         shim.socket.display()
     );
     let mut client = wharf_shim_proto::connect(&shim.socket)
@@ -137,7 +137,7 @@ async fn main() {
             event.exit_status
         );
     }
-    let shim_status = shim.child.wait().expect("waiting for the shim");
+    let shim_status = shim.child.wait().await.expect("waiting for the shim");
     println!(
         "shim      exited ({shim_status}) after its container was deleted; nothing left behind"
     );

@@ -1,0 +1,226 @@
+//! `wharfd`'s configuration: defaults, then the TOML file, then flags (flags win).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::logging::LogFormat;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharfd.toml";
+
+/// Which executor runs containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// A runc-compatible CLI (`runtime`), run by each container's shim.
+    #[default]
+    Runc,
+}
+
+/// The effective configuration of `wharfd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// The unix socket `types.API` is served on.
+    pub listen: PathBuf,
+    /// Where per-container state lives: `containers/<id>/` (each shim's directory) and
+    /// `runc/` (the runtime's `--root`).
+    pub state_dir: PathBuf,
+    /// The machine id reported in `State` (default: the host name).
+    pub id: String,
+    /// Log at debug level.
+    pub debug: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Which executor runs containers.
+    pub executor: ExecutorKind,
+    /// The runc-compatible binary (`runc`, `crun`, or a path).
+    pub runtime: PathBuf,
+    /// The `wharf-shim` binary (default: next to `wharfd`, else from `PATH`).
+    pub shim: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: PathBuf::from("/run/wharf/wharf.sock"),
+            state_dir: PathBuf::from("/run/wharf"),
+            id: hostname(),
+            debug: false,
+            log_format: LogFormat::Text,
+            executor: ExecutorKind::Runc,
+            runtime: PathBuf::from("runc"),
+            shim: default_shim(),
+        }
+    }
+}
+
+/// Flags, each overriding the file when given.
+#[derive(Debug, Default, clap::Args)]
+pub struct ConfigFlags {
+    /// Unix socket to serve the API on.
+    #[arg(short = 'l', long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+    /// Directory for runtime state (container state dirs, runtime root).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine id reported in State (default: host name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Log at debug level.
+    #[arg(long)]
+    pub debug: bool,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Which executor runs containers.
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
+    /// runc-compatible runtime binary.
+    #[arg(long, value_name = "BIN")]
+    pub runtime: Option<PathBuf>,
+    /// The wharf-shim binary.
+    #[arg(long, value_name = "BIN")]
+    pub shim: Option<PathBuf>,
+    /// Configuration file (TOML) [default: /etc/wharf/wharfd.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Config {
+    /// The defaults, overlaid with the configuration file, overlaid with the flags.
+    ///
+    /// # Errors
+    /// A file named by `--config` that cannot be read, or any file that does not parse.
+    pub fn load(flags: &ConfigFlags) -> Result<Self> {
+        let mut config = match &flags.config {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => Self::default(),
+        };
+        if let Some(listen) = &flags.listen {
+            config.listen.clone_from(listen);
+        }
+        if let Some(state_dir) = &flags.state_dir {
+            config.state_dir.clone_from(state_dir);
+        }
+        if let Some(id) = &flags.id {
+            config.id.clone_from(id);
+        }
+        config.debug |= flags.debug;
+        if let Some(format) = flags.log_format {
+            config.log_format = format;
+        }
+        if let Some(executor) = flags.executor {
+            config.executor = executor;
+        }
+        if let Some(runtime) = &flags.runtime {
+            config.runtime.clone_from(runtime);
+        }
+        if let Some(shim) = &flags.shim {
+            config.shim.clone_from(shim);
+        }
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// The configuration as TOML, as `--print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        // Every field serializes to TOML; a failure would be a bug in this type.
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+
+    /// `<state-dir>/containers`: one directory per container, each its shim's home.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.state_dir.join("containers")
+    }
+
+    /// `<state-dir>/runc`: the runtime's `--root`, private to wharf.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state_dir.join("runc")
+    }
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn default_shim() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wharf-shim")))
+        .filter(|shim| shim.is_file())
+        .unwrap_or_else(|| PathBuf::from("wharf-shim"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharfd.toml");
+        std::fs::write(
+            &file,
+            "state-dir = \"/var/run/w\"\nruntime = \"crun\"\nid = \"from-file\"\n",
+        )
+        .unwrap();
+        let flags = ConfigFlags {
+            config: Some(file),
+            id: Some("from-flag".into()),
+            ..ConfigFlags::default()
+        };
+        let config = Config::load(&flags).unwrap();
+        assert_eq!(config.state_dir, PathBuf::from("/var/run/w"));
+        assert_eq!(config.runtime, PathBuf::from("crun"));
+        assert_eq!(config.id, "from-flag");
+        assert_eq!(
+            config.listen,
+            PathBuf::from("/run/wharf/wharf.sock"),
+            "default kept"
+        );
+        assert_eq!(config.runtime_root(), PathBuf::from("/var/run/w/runc"));
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_errors_that_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "lisen = \"/x\"\n").unwrap();
+        let err = Config::load(&ConfigFlags {
+            config: Some(file.clone()),
+            ..ConfigFlags::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("bad.toml"), "{err:#}");
+        std::fs::write(&file, "executor = \"docker\"\n").unwrap();
+        assert!(
+            Config::load(&ConfigFlags {
+                config: Some(file),
+                ..ConfigFlags::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same() {
+        let config = Config::default();
+        let parsed: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(parsed, config);
+    }
+}

@@ -1,0 +1,105 @@
+//! `wharfd`: serves `types.API` on a unix socket and runs each container through its own
+//! `wharf-shim`. See ARCHITECTURE.md.
+
+pub mod config;
+mod containers;
+pub(crate) mod front;
+mod listener;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+use wharf_api as api;
+
+use config::Config;
+use containers::Daemon;
+use front::AuthorityFront;
+use service::ApiHandler;
+
+/// How long, after SIGTERM/SIGINT, clients get to finish before the daemon exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until SIGTERM or SIGINT, then exits leaving every container running (each is
+/// owned by its shim).
+///
+/// # Errors
+/// The state directory or the socket cannot be set up, or serving fails.
+pub async fn run(config: Config) -> Result<()> {
+    for dir in [
+        config.state_dir.clone(),
+        config.containers_dir(),
+        config.runtime_root(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener = listener::bind(&config.listen)?;
+    listener
+        .set_nonblocking(true)
+        .context("configuring the listening socket")?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).context("registering the listening socket")?;
+    let incoming = UnixListenerStream::new(listener).map(|stream| stream.map(AuthorityFront::new));
+
+    let machine = machine(&config.id);
+    tracing::info!(
+        socket = %config.listen.display(),
+        state_dir = %config.state_dir.display(),
+        runtime = %config.runtime.display(),
+        "wharfd serving"
+    );
+    let listen = config.listen.clone();
+    let daemon = Arc::new(Daemon::new(config, machine));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<api::ApiServer<ApiHandler>>().await;
+
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn({
+        let (stopping, daemon) = (stopping.clone(), daemon.clone());
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("stopping; containers keep running under their shims");
+            // Open Events streams would hold graceful shutdown forever: end them.
+            daemon.close_events();
+            stopping.cancel();
+        }
+    });
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(api::ApiServer::new(ApiHandler(daemon)))
+        .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
+    let grace_over = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = server => served.context("serving types.API"),
+        () = grace_over => Ok(()),
+    };
+    let _ = std::fs::remove_file(&listen);
+    served
+}
+
+/// What `State` says of this machine: its id, CPU count and memory in bytes.
+fn machine(id: &str) -> api::Machine {
+    use procfs::{Current, CurrentSI};
+    let cpus = procfs::KernelStats::current()
+        .map(|stats| stats.cpu_time.len())
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from));
+    let memory = procfs::Meminfo::current().map_or(0, |info| info.mem_total);
+    api::Machine {
+        id: id.to_owned(),
+        cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+        memory,
+    }
+}

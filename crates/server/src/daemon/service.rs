@@ -1,0 +1,246 @@
+//! `types.API`: request validation and the answers; the work is in `containers.rs`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use wharf_api as api;
+use wharf_executor::ContainerId;
+
+use super::containers::{Daemon, NewContainer, NewProcess, parse_signal};
+use crate::events::EventStream;
+
+/// The gRPC face of the [`Daemon`].
+#[derive(Debug, Clone)]
+pub(crate) struct ApiHandler(pub(crate) Arc<Daemon>);
+
+fn container_id(id: &str) -> Result<ContainerId, Status> {
+    ContainerId::new(id).map_err(|err| Status::invalid_argument(err.to_string()))
+}
+
+fn absolute_path(what: &str, path: &str) -> Result<PathBuf, Status> {
+    if path.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{what} must not be empty"
+        )));
+    }
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "{what} {} is not absolute",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Checks a checkpoint name: it becomes a directory under the bundle.
+fn checkpoint_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument(
+            "checkpoint name must not be empty",
+        ));
+    }
+    if name.contains('/') || name.contains("..") || name == "." {
+        return Err(Status::invalid_argument(format!(
+            "checkpoint name {name:?} must not contain `/` or `..`"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `work` in its own task: a client that goes away mid-request cannot leave a
+/// half-made container behind.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|err| Err(Status::internal(format!("request task failed: {err}"))))
+}
+
+#[tonic::async_trait]
+impl api::Api for ApiHandler {
+    async fn create_container(
+        &self,
+        request: Request<api::CreateContainerRequest>,
+    ) -> Result<Response<api::CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let id = container_id(&req.id)?;
+        let bundle = absolute_path("bundlePath", &req.bundle_path)?;
+        if !req.checkpoint.is_empty() {
+            checkpoint_name(&req.checkpoint)?;
+            return Err(Status::unimplemented(format!(
+                "restoring container {id} from checkpoint {} is not implemented yet",
+                req.checkpoint
+            )));
+        }
+        let daemon = self.0.clone();
+        let new = NewContainer {
+            id,
+            bundle,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            console: req.console,
+        };
+        let pid = detached(async move { daemon.create(new).await }).await?;
+        Ok(Response::new(api::CreateContainerResponse { pid }))
+    }
+
+    async fn update_container(
+        &self,
+        request: Request<api::UpdateContainerRequest>,
+    ) -> Result<Response<api::UpdateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let pause = match req.status.as_str() {
+            "" => None,
+            "paused" => Some(true),
+            "running" => Some(false),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown status {other:?}: expected \"paused\" or \"running\""
+                )));
+            }
+        };
+        let signal = match req.signal {
+            0 => None,
+            n => Some(parse_signal(n)?),
+        };
+        let container = self.0.container(&req.id)?;
+        let daemon = self.0.clone();
+        detached(async move {
+            if let Some(paused) = pause {
+                daemon.set_paused(&container, paused).await?;
+            }
+            if let Some(signal) = signal {
+                container.signal(container.init.pid, signal).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(api::UpdateContainerResponse {}))
+    }
+
+    async fn signal(
+        &self,
+        request: Request<api::SignalRequest>,
+    ) -> Result<Response<api::SignalResponse>, Status> {
+        let req = request.into_inner();
+        let signal = parse_signal(req.signal)?;
+        let container = self.0.container(&req.id)?;
+        let pid = if req.pid == 0 {
+            container.init.pid
+        } else {
+            req.pid
+        };
+        container.signal(pid, signal).await?;
+        Ok(Response::new(api::SignalResponse {}))
+    }
+
+    async fn add_process(
+        &self,
+        request: Request<api::AddProcessRequest>,
+    ) -> Result<Response<api::AddProcessResponse>, Status> {
+        let req = request.into_inner();
+        let container = self.0.container(&req.id)?;
+        if req.args.is_empty() {
+            return Err(Status::invalid_argument("args must not be empty"));
+        }
+        let cwd = if req.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            absolute_path("cwd", &req.cwd)?;
+            req.cwd
+        };
+        let process = NewProcess {
+            terminal: req.terminal,
+            user: req.user.unwrap_or_default(),
+            args: req.args,
+            env: req.env,
+            cwd,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            console: req.console,
+        };
+        let daemon = self.0.clone();
+        let pid = detached(async move { daemon.add_process(&container, process).await }).await?;
+        Ok(Response::new(api::AddProcessResponse { pid }))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        request: Request<api::CreateCheckpointRequest>,
+    ) -> Result<Response<api::CreateCheckpointResponse>, Status> {
+        let req = request.into_inner();
+        container_id(&req.id)?;
+        let checkpoint = req
+            .checkpoint
+            .ok_or_else(|| Status::invalid_argument("checkpoint must be given"))?;
+        checkpoint_name(&checkpoint.name)?;
+        let container = self.0.container(&req.id)?;
+        Err(Status::unimplemented(format!(
+            "checkpointing container {} is not implemented yet",
+            container.id
+        )))
+    }
+
+    async fn delete_checkpoint(
+        &self,
+        request: Request<api::DeleteCheckpointRequest>,
+    ) -> Result<Response<api::DeleteCheckpointResponse>, Status> {
+        let req = request.into_inner();
+        container_id(&req.id)?;
+        checkpoint_name(&req.name)?;
+        let container = self.0.container(&req.id)?;
+        Err(Status::unimplemented(format!(
+            "checkpoints of container {} are not implemented yet",
+            container.id
+        )))
+    }
+
+    async fn list_checkpoint(
+        &self,
+        request: Request<api::ListCheckpointRequest>,
+    ) -> Result<Response<api::ListCheckpointResponse>, Status> {
+        let container = self.0.container(&request.get_ref().id)?;
+        Err(Status::unimplemented(format!(
+            "checkpoints of container {} are not implemented yet",
+            container.id
+        )))
+    }
+
+    async fn state(
+        &self,
+        _request: Request<api::StateRequest>,
+    ) -> Result<Response<api::StateResponse>, Status> {
+        let containers = self.0.containers().iter().map(|c| c.to_api()).collect();
+        Ok(Response::new(api::StateResponse {
+            containers,
+            machine: Some(self.0.machine()),
+        }))
+    }
+
+    type EventsStream = EventStream<api::Event>;
+
+    async fn events(
+        &self,
+        _request: Request<api::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Ok(Response::new(self.0.subscribe()))
+    }
+
+    type GetStatsStream = tonic::codegen::BoxStream<api::Stats>;
+
+    async fn get_stats(
+        &self,
+        request: Request<api::StatsRequest>,
+    ) -> Result<Response<Self::GetStatsStream>, Status> {
+        let container = self.0.container(&request.get_ref().id)?;
+        Err(Status::unimplemented(format!(
+            "stats of container {} are not implemented yet",
+            container.id
+        )))
+    }
+}

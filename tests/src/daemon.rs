@@ -1,0 +1,312 @@
+//! A real `wharfd` on a private socket and state directory, and the checks that it left
+//! nothing behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+use tonic::transport::Channel;
+use wharf_api::{ApiClient, Event, EventsRequest};
+
+use crate::bundle::test_cgroup;
+use crate::shim::DEADLINE;
+use crate::system::{cgroup_dirs, mounts_mentioning, process_alive, wait_until, wharf_binary};
+
+/// A `wharfd` serving a temporary socket, with its own state directory and runtime root.
+#[derive(Debug)]
+pub struct DaemonFixture {
+    root: tempfile::TempDir,
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// `--state-dir`.
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    client: ApiClient<Channel>,
+    /// Container ids the test used, for the leak checks.
+    ids: Vec<String>,
+}
+
+impl DaemonFixture {
+    /// Starts `wharfd` and waits until it answers.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `wharfd` with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("wharfd-test-")
+            .tempdir()
+            .expect("creating the daemon's test root");
+        let socket = root.path().join("wharf.sock");
+        let state_dir = root.path().join("state");
+        let log =
+            std::fs::File::create(root.path().join("wharfd.log")).expect("creating wharfd.log");
+        let child = Command::new(wharf_binary("wharfd"))
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--shim")
+            .arg(wharf_binary("wharf-shim"))
+            .arg("--debug")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting wharfd");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let client = loop {
+            if let Ok(client) = wharf_api::connect(&socket).await {
+                break client;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wharfd did not answer on its socket within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        Self {
+            root,
+            socket,
+            state_dir,
+            child: Some(child),
+            client,
+            ids: Vec::new(),
+        }
+    }
+
+    /// A client on the fixture's connection.
+    pub fn client(&self) -> ApiClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Remembers a container id, to check at the end that nothing of it is left.
+    pub fn track(&mut self, id: &str) {
+        self.ids.push(id.to_owned());
+    }
+
+    /// A new `Events` stream.
+    pub async fn events(&self) -> DaemonEvents {
+        let stream = self
+            .client()
+            .events(EventsRequest {})
+            .await
+            .expect("opening an events stream")
+            .into_inner();
+        DaemonEvents { stream }
+    }
+
+    /// A directory for the test's fifos and files, removed with the fixture.
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.root.path().join("scratch");
+        std::fs::create_dir_all(&dir).expect("creating the scratch dir");
+        dir
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("wharfd.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).unwrap_or(0)
+    }
+
+    /// Pids of every `wharf-shim` this daemon started that still runs.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let runtime_root = self.state_dir.join("runc");
+        let needle = runtime_root.display().to_string();
+        processes_with_cmdline(|cmdline| {
+            cmdline.contains("wharf-shim") && cmdline.contains(&needle)
+        })
+    }
+
+    /// Waits until the containers the test used are gone, then checks nothing of them or
+    /// the daemon's state is left: no shim, container process, cgroup, mount or state dir.
+    pub async fn assert_nothing_left(&self) {
+        let containers = self.state_dir.join("containers");
+        wait_until("every container state dir to be removed", DEADLINE, || {
+            std::fs::read_dir(&containers).map_or(true, |mut dir| dir.next().is_none())
+        })
+        .await;
+        wait_until("every shim of this daemon to exit", DEADLINE, || {
+            self.shim_pids().is_empty()
+        })
+        .await;
+        let runtime_root = self.state_dir.join("runc");
+        let left: Vec<_> = std::fs::read_dir(&runtime_root)
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "runtime state left in {}: {left:?}",
+            runtime_root.display()
+        );
+        for id in &self.ids {
+            let cgroup = test_cgroup(id);
+            wait_until(&format!("cgroup {cgroup} to be removed"), DEADLINE, || {
+                cgroup_dirs(&cgroup).is_empty()
+            })
+            .await;
+        }
+        let mounts = mounts_mentioning(&self.root.path().display().to_string());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+
+    /// SIGTERM; the daemon must exit 0.
+    pub async fn stop(mut self) {
+        let mut child = self.child.take().expect("the daemon is stopped once");
+        let pid = child
+            .id()
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("wharfd to exit after SIGTERM")
+            .expect("waiting for wharfd");
+        assert!(
+            status.success(),
+            "wharfd exited with {status}; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for DaemonFixture {
+    /// After a failed test: kill the daemon and everything it started.
+    fn drop(&mut self) {
+        let shims = self.shim_pids();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            eprintln!("--- wharfd log ---\n{}", self.log());
+        }
+        for pid in shims {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        for id in &self.ids {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(self.state_dir.join("runc"))
+                .args(["delete", "--force", id])
+                .output();
+            for dir in cgroup_dirs(&test_cgroup(id)) {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Pids of live processes whose command line (NULs as spaces) satisfies `matches`.
+pub fn processes_with_cmdline(matches: impl Fn(&str) -> bool) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.filter_map(Result::ok)
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+        })
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            matches(&cmdline) && process_alive(pid)
+        })
+        .collect()
+}
+
+/// A `types.API` Events stream with deadlines.
+#[derive(Debug)]
+pub struct DaemonEvents {
+    stream: Streaming<Event>,
+}
+
+impl DaemonEvents {
+    /// The next event; panics after the deadline or if the stream ends.
+    pub async fn next(&mut self) -> Event {
+        match tokio::time::timeout(DEADLINE, self.stream.next()).await {
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(status))) => panic!("events stream failed: {status}"),
+            Ok(None) => panic!("events stream ended while an event was awaited"),
+            Err(_) => panic!("no event within {DEADLINE:?}"),
+        }
+    }
+
+    /// Events until (and with) the first that `done` accepts.
+    pub async fn until(&mut self, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next().await;
+            let stop = done(&event);
+            seen.push(event);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
+    /// The status of the `exit` event of (`id`, `pid`), skipping other events.
+    pub async fn exit_status(&mut self, id: &str, pid: u32) -> u32 {
+        let events = self
+            .until(|e| e.r#type == "exit" && e.id == id && e.pid == pid)
+            .await;
+        events.last().map(|e| e.status).unwrap_or_default()
+    }
+
+    /// Events of container `id` until its init's exit, as (type, pid, status).
+    pub async fn of_container_until_exit(
+        &mut self,
+        id: &str,
+        init: u32,
+    ) -> Vec<(String, u32, u32)> {
+        self.until(|e| e.r#type == "exit" && e.id == id && e.pid == init)
+            .await
+            .into_iter()
+            .filter(|e| e.id == id)
+            .map(|e| (e.r#type, e.pid, e.status))
+            .collect()
+    }
+
+    /// Whatever arrives within `window` (for checks that nothing more comes).
+    pub async fn within(&mut self, window: Duration) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, self.stream.next()).await
+        {
+            seen.push(event);
+        }
+        seen
+    }
+
+    /// The raw stream.
+    pub fn into_inner(self) -> Streaming<Event> {
+        self.stream
+    }
+}
+
+/// Exit events by pid, from a list of events.
+pub fn exits_by_pid(events: &[Event]) -> HashMap<u32, u32> {
+    events
+        .iter()
+        .filter(|e| e.r#type == "exit")
+        .map(|e| (e.pid, e.status))
+        .collect()
+}
+
+/// A path as the API wants it.
+pub fn path_string(path: &Path) -> String {
+    path.display().to_string()
+}
