@@ -154,7 +154,8 @@ impl Container {
         }
     }
 
-    /// Signals one of the container's processes through its shim.
+    /// Signals one of the container's processes through its shim (pid-safe: the shim is
+    /// their reaper).
     pub(crate) async fn signal(&self, pid: u32, signal: Signal) -> Result<(), Status> {
         if !self.has_process(pid) {
             return Err(Status::not_found(format!(
@@ -176,6 +177,11 @@ impl Container {
                     status,
                 )
             })?;
+        if signal == Signal::KILL {
+            // The shim thaws a paused container so a killed process can die; its exit
+            // follows (no `resume` event: it would race with that exit).
+            self.lock().paused = false;
+        }
         Ok(())
     }
 }

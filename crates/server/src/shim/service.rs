@@ -653,14 +653,34 @@ impl ShimService {
         let signal = Signal::try_from(req.signal)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
         if req.all {
-            return container
+            container
                 .executor
                 .kill(&container.id, signal, KillScope::All)
                 .await
-                .map_err(|err| from_executor(&err));
+                .map_err(|err| from_executor(&err))?;
+        } else {
+            let pid = Pid::new(req.pid)
+                .ok_or_else(|| Status::invalid_argument("pid must be positive"))?;
+            self.signal_process(&container, pid, signal)?;
         }
-        let pid =
-            Pid::new(req.pid).ok_or_else(|| Status::invalid_argument("pid must be positive"))?;
+        if signal == Signal::KILL {
+            self.thaw_after_kill(&container).await;
+        }
+        Ok(())
+    }
+
+    fn signal_process(
+        &self,
+        container: &Container,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<(), Status> {
+        let exited = || {
+            Status::failed_precondition(format!(
+                "process {pid} of container {} has exited",
+                container.id
+            ))
+        };
         {
             let state = self.lock();
             let entry = state.processes.get(&pid).ok_or_else(|| {
@@ -670,23 +690,35 @@ impl ShimService {
                 ))
             })?;
             if entry.reaped.is_some() {
-                return Err(Status::failed_precondition(format!(
-                    "process {pid} of container {} has exited",
-                    container.id
-                )));
+                return Err(exited());
             }
         }
         match self.reaper.signal(pid, signal) {
             Ok(()) => Ok(()),
-            Err(SignalError::Reaped) => Err(Status::failed_precondition(format!(
-                "process {pid} of container {} has exited",
-                container.id
-            ))),
+            Err(SignalError::Reaped) => Err(exited()),
             Err(SignalError::Kill(err)) => Err(Status::internal(format!(
                 "sending signal {signal} to process {pid} of container {}: {err}",
                 container.id
             ))),
         }
+    }
+
+    /// A frozen process does not die of SIGKILL until it is thawed (cgroup v1 freezer): a
+    /// kill of a paused container thaws it, as `runc kill --all` does.
+    async fn thaw_after_kill(&self, container: &Container) {
+        if !self.lock().paused {
+            return;
+        }
+        match container.executor.resume(&container.id).await {
+            Ok(()) => {
+                tracing::info!(container_id = %container.id, "thawed the paused container to let SIGKILL act")
+            }
+            // `kill --all` thaws by itself; the container may also be gone already.
+            Err(err) => {
+                tracing::debug!(container_id = %container.id, error = %err, "thawing after SIGKILL")
+            }
+        }
+        self.lock().paused = false;
     }
 
     async fn pause(self: Arc<Self>) -> Result<(), Status> {
