@@ -11,5 +11,6 @@
 pub mod bundle;
 pub mod daemon;
 pub mod fifo;
+pub mod pty;
 pub mod shim;
 pub mod system;

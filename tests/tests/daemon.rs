@@ -977,3 +977,71 @@ async fn bad_requests_get_clear_codes_and_leave_nothing() {
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_console_carries_a_terminal_container_and_exec_both_ways() {
+    require_containers!();
+    let mut daemon = DaemonFixture::start().await;
+    let id = "d-console";
+    daemon.track(id);
+    let mut client = daemon.client();
+    let mut events = daemon.events().await;
+    let bundle = Bundle::with(id, &["sh"], |spec| {
+        let mut process = spec.process().clone().unwrap();
+        process.set_terminal(Some(true));
+        spec.set_process(Some(process));
+    });
+    let mut console = wharf_tests::pty::TestPty::open();
+    let init = start(
+        &mut client,
+        CreateContainerRequest {
+            console: console.slave_string(),
+            ..create(id, &bundle)
+        },
+    )
+    .await;
+    console.type_in(b"echo typed-$((6*7)); tty\n");
+    let shown = console.read_until("typed-42").await;
+    assert!(
+        shown.contains("/dev/pts/"),
+        "the shell runs on a terminal: {shown:?}"
+    );
+
+    let mut exec_console = wharf_tests::pty::TestPty::open();
+    let exec_pid = client
+        .add_process(AddProcessRequest {
+            id: id.into(),
+            terminal: true,
+            console: exec_console.slave_string(),
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "read line; echo exec-got-$line; exit 6".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("AddProcess with a console")
+        .into_inner()
+        .pid;
+    exec_console.type_in(b"abc\n");
+    exec_console.read_until("exec-got-abc").await;
+    assert_eq!(events.exit_status(id, exec_pid).await, 6);
+
+    console.type_in(b"exit 9\n");
+    assert_eq!(events.exit_status(id, init).await, 9);
+    let no_tty = client
+        .create_container(CreateContainerRequest {
+            console: console.slave_string(),
+            ..create("d-console-2", &Bundle::new("d-console-2", &["true"]))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        no_tty.code(),
+        Code::InvalidArgument,
+        "a console needs a terminal bundle: {no_tty:?}"
+    );
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}

@@ -77,6 +77,8 @@ enum Endpoint {
 enum Target {
     Fifo(PathBuf),
     File(File),
+    /// The caller's pty slave (its `console`), made raw.
+    Terminal(OwnedFd),
 }
 
 /// The running pumps of one process.
@@ -101,6 +103,30 @@ fn not_found(path: &str, err: &io::Error) -> Status {
 enum Opened {
     Fifo,
     Direct(OwnedFd),
+    /// The slave of a pseudo-terminal the caller holds the master of (a `console`).
+    Terminal(OwnedFd),
+}
+
+/// Whether `rdev` is a Unix98 pseudo-terminal slave (`/dev/pts/N`: majors 136 to 143).
+fn is_pty_slave(rdev: u64) -> bool {
+    (136..=143).contains(&rustix::fs::major(rdev))
+}
+
+/// Opens the caller's pty slave for copying to and from, and makes it raw: bytes pass
+/// unchanged, with no echo, line editing or newline translation of its own.
+fn open_terminal(path: &str) -> Result<OwnedFd, Status> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|err| not_found(path, &err.into()))?;
+    let mut termios = rustix::termios::tcgetattr(&fd)
+        .map_err(|err| Status::invalid_argument(format!("{path} is not a terminal: {err}")))?;
+    termios.make_raw();
+    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &termios)
+        .map_err(|err| Status::internal(format!("making terminal {path} raw: {err}")))?;
+    Ok(fd)
 }
 
 fn open_stream(path: &str, write: bool) -> Result<Opened, Status> {
@@ -115,11 +141,14 @@ fn open_stream(path: &str, write: bool) -> Result<Opened, Status> {
     if file_type.is_fifo() {
         return Ok(Opened::Fifo);
     }
+    if file_type.is_char_device() && is_pty_slave(std::os::unix::fs::MetadataExt::rdev(&metadata)) {
+        return open_terminal(path).map(Opened::Terminal);
+    }
     let is_dev_null =
         file_type.is_char_device() && p.canonicalize().is_ok_and(|c| c == Path::new("/dev/null"));
     if !(file_type.is_file() || is_dev_null) {
         return Err(Status::invalid_argument(format!(
-            "stdio path {path} is neither a fifo, a regular file nor /dev/null"
+            "stdio path {path} is neither a fifo, a regular file, a pseudo-terminal nor /dev/null"
         )));
     }
     if file_type.is_file() && on_kernel_filesystem(p) {
@@ -164,6 +193,12 @@ fn on_kernel_filesystem(path: &Path) -> bool {
     })
 }
 
+fn terminal_only(path: &str) -> Status {
+    Status::invalid_argument(format!(
+        "stdio path {path} is a pseudo-terminal, which only a terminal process can use"
+    ))
+}
+
 fn dev_null(write: bool) -> Result<OwnedFd, Status> {
     let file = if write {
         std::fs::OpenOptions::new().write(true).open("/dev/null")
@@ -187,23 +222,20 @@ impl PreparedIo {
     /// not a fifo, regular file or `/dev/null`.
     pub(crate) fn open(paths: &StdioPaths) -> Result<(Stdio, PreparedIo), Status> {
         if paths.terminal {
-            let stdin = match paths.stdin.as_str() {
-                "" => None,
-                path => match open_stream(path, false)? {
-                    Opened::Fifo => Some(Endpoint::ForTerminal(Target::Fifo(path.into()))),
-                    Opened::Direct(fd) => Some(Endpoint::ForTerminal(Target::File(fd.into()))),
-                },
-            };
-            let stdout = match paths.stdout.as_str() {
-                "" => None,
-                path => match open_stream(path, true)? {
-                    Opened::Fifo => Some(Endpoint::ForTerminal(Target::Fifo(path.into()))),
-                    Opened::Direct(fd) => Some(Endpoint::ForTerminal(Target::File(fd.into()))),
-                },
+            let target = |path: &str, write| -> Result<Option<Endpoint>, Status> {
+                if path.is_empty() {
+                    return Ok(None);
+                }
+                let target = match open_stream(path, write)? {
+                    Opened::Fifo => Target::Fifo(path.into()),
+                    Opened::Direct(fd) => Target::File(fd.into()),
+                    Opened::Terminal(fd) => Target::Terminal(fd),
+                };
+                Ok(Some(Endpoint::ForTerminal(target)))
             };
             let prepared = PreparedIo {
-                stdin,
-                stdout,
+                stdin: target(&paths.stdin, false)?,
+                stdout: target(&paths.stdout, true)?,
                 stderr: None,
                 terminal: true,
             };
@@ -214,6 +246,7 @@ impl PreparedIo {
             "" => (dev_null(false)?, None),
             path => match open_stream(path, false)? {
                 Opened::Direct(fd) => (fd, None),
+                Opened::Terminal(_) => return Err(terminal_only(path)),
                 Opened::Fifo => {
                     let (theirs, ours) = pipe_pair()?;
                     (
@@ -231,6 +264,7 @@ impl PreparedIo {
                 "" => Ok((dev_null(true)?, None)),
                 path => match open_stream(path, true)? {
                     Opened::Direct(fd) => Ok((fd, None)),
+                    Opened::Terminal(_) => Err(terminal_only(path)),
                     Opened::Fifo => {
                         let (ours, theirs) = pipe_pair()?;
                         Ok((
@@ -276,7 +310,7 @@ impl PreparedIo {
             if let Some(Endpoint::ForTerminal(target)) = self.stdout {
                 let source = Source::Terminal(TerminalFd::register(&master, Interest::READABLE)?);
                 io.outputs
-                    .push(OutputPump::spawn(source, Sink::for_target(target)));
+                    .push(OutputPump::spawn(source, Sink::for_target(target)?));
             }
             if let Some(Endpoint::ForTerminal(target)) = self.stdin {
                 let sink = InputSink::Terminal(TerminalFd::register(&master, Interest::WRITABLE)?);
@@ -343,11 +377,31 @@ struct TerminalFd(OwnedFd);
 impl TerminalFd {
     /// Registers a duplicate of `master` with the reactor.
     fn register(master: &OwnedFd, interest: Interest) -> io::Result<AsyncFd<TerminalFd>> {
-        let fd = TerminalFd(master.try_clone()?);
+        Self::register_owned(master.try_clone()?, interest)
+    }
+
+    /// Registers `fd` (non-blocking) with the reactor.
+    fn register_owned(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<TerminalFd>> {
         // SAFETY: `TerminalFd` owns its descriptor, so it stays open and is the same
         // descriptor for as long as the `AsyncFd` holds it.
-        unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+        unsafe { AsyncFd::register_with_interest(TerminalFd(fd), interest) }
+            .map_err(io::Error::from)
     }
+}
+
+/// Writes all of `data` to a non-blocking terminal, waiting for room as needed.
+async fn write_all_terminal(fd: &AsyncFd<TerminalFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard
+            .try_io(|fd| rustix::io::write(fd.get_ref().0.as_fd(), data).map_err(io::Error::from))
+        {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(err)) => return Err(err),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
 }
 
 impl AsRawFd for TerminalFd {
@@ -417,14 +471,19 @@ fn classify_read(result: io::Result<usize>) -> io::Result<ReadOutcome> {
 enum Sink {
     Fifo(FifoSink),
     File(File),
+    /// The caller's pty slave; `None` once the caller closed its master.
+    Terminal(Option<AsyncFd<TerminalFd>>),
 }
 
 impl Sink {
-    fn for_target(target: Target) -> Self {
-        match target {
+    fn for_target(target: Target) -> io::Result<Self> {
+        Ok(match target {
             Target::Fifo(path) => Sink::Fifo(FifoSink::new(path)),
             Target::File(file) => Sink::File(file),
-        }
+            Target::Terminal(fd) => {
+                Sink::Terminal(Some(TerminalFd::register_owned(fd, Interest::WRITABLE)?))
+            }
+        })
     }
 
     async fn write(&mut self, data: &[u8]) {
@@ -433,6 +492,15 @@ impl Sink {
             Sink::File(file) => {
                 if let Err(err) = file.write_all(data) {
                     tracing::warn!(error = %err, "writing container output to a file");
+                }
+            }
+            Sink::Terminal(terminal) => {
+                if let Some(fd) = terminal
+                    && let Err(err) = write_all_terminal(fd, data).await
+                {
+                    // The caller closed its end: drop output from now on.
+                    tracing::debug!(error = %err, "the caller's terminal went away");
+                    *terminal = None;
                 }
             }
         }
@@ -640,22 +708,10 @@ enum InputSink {
 }
 
 impl InputSink {
-    async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             InputSink::Pipe(pipe) => pipe.write_all(data).await,
-            InputSink::Terminal(fd) => {
-                while !data.is_empty() {
-                    let mut guard = fd.writable().await?;
-                    match guard.try_io(|fd| {
-                        rustix::io::write(fd.get_ref().0.as_fd(), data).map_err(io::Error::from)
-                    }) {
-                        Ok(Ok(n)) => data = &data[n..],
-                        Ok(Err(err)) => return Err(err),
-                        Err(_would_block) => continue,
-                    }
-                }
-                Ok(())
-            }
+            InputSink::Terminal(fd) => write_all_terminal(fd, data).await,
         }
     }
 }
@@ -668,6 +724,10 @@ fn spawn_input(target: Target, sink: InputSink) -> io::Result<JoinHandle<()>> {
             // one, and see EOF only once a writer came and went.
             let fifo = pipe::OpenOptions::new().open_receiver(&path)?;
             Ok(tokio::spawn(pump_input(fifo, sink)))
+        }
+        Target::Terminal(fd) => {
+            let terminal = TerminalFd::register_owned(fd, Interest::READABLE)?;
+            Ok(tokio::spawn(pump_terminal_input(terminal, sink)))
         }
         Target::File(mut file) => Ok(tokio::spawn(async move {
             let mut sink = sink;
@@ -683,6 +743,28 @@ fn spawn_input(target: Target, sink: InputSink) -> io::Result<JoinHandle<()>> {
                 }
             }
         })),
+    }
+}
+
+/// Copies what the caller types on its terminal into the process's terminal.
+async fn pump_terminal_input(terminal: AsyncFd<TerminalFd>, mut sink: InputSink) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(mut guard) = terminal.readable().await else {
+            break;
+        };
+        match guard.try_io(|fd| {
+            rustix::io::read(fd.get_ref().0.as_fd(), &mut buf).map_err(io::Error::from)
+        }) {
+            // 0 or EIO: the caller closed its master.
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => {
+                if sink.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            Err(_would_block) => continue,
+        }
     }
 }
 
