@@ -2,8 +2,10 @@
 //! The only crate that knows both gRPC and the executors.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod daemon;
 mod events;
+mod fdio;
 pub mod logging;
 pub mod shim;
 pub mod spawn;

@@ -124,7 +124,28 @@ impl Config {
         if let Some(shim) = &flags.shim {
             config.shim.clone_from(shim);
         }
+        config.resolve_relative_paths()?;
         Ok(config)
+    }
+
+    /// Makes relative paths absolute against the current directory: shims and the runtime
+    /// run in other directories. A bare program name (`runc`) stays a `PATH` lookup.
+    fn resolve_relative_paths(&mut self) -> Result<()> {
+        let absolute = |path: &mut PathBuf| -> Result<()> {
+            if path.is_relative() {
+                *path = std::path::absolute(&*path)
+                    .with_context(|| format!("resolving {}", path.display()))?;
+            }
+            Ok(())
+        };
+        absolute(&mut self.listen)?;
+        absolute(&mut self.state_dir)?;
+        for program in [&mut self.shim, &mut self.runtime] {
+            if program.components().count() > 1 {
+                absolute(program)?;
+            }
+        }
+        Ok(())
     }
 
     fn from_file(path: &Path) -> Result<Self> {
@@ -215,6 +236,21 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_but_program_names_stay() {
+        let flags = ConfigFlags {
+            shim: Some("target/debug/wharf-shim".into()),
+            state_dir: Some("state".into()),
+            runtime: Some("crun".into()),
+            ..ConfigFlags::default()
+        };
+        let config = Config::load(&flags).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.shim, cwd.join("target/debug/wharf-shim"));
+        assert_eq!(config.state_dir, cwd.join("state"));
+        assert_eq!(config.runtime, PathBuf::from("crun"));
     }
 
     #[test]

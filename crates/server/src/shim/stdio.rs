@@ -19,19 +19,20 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::fs::OFlags;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::Status;
 use wharf_executor::{Stdio, StdioFds};
+
+use crate::fdio::{AsyncOwnedFd, set_nonblocking};
 
 /// Output kept for a fifo without a reader, per stream.
 pub(crate) const BACKLOG_LIMIT: usize = 1 << 20;
@@ -308,12 +309,22 @@ impl PreparedIo {
             set_nonblocking(&master)?;
             // Each pump registers its own duplicate: epoll refuses one fd registered twice.
             if let Some(Endpoint::ForTerminal(target)) = self.stdout {
-                let source = Source::Terminal(TerminalFd::register(&master, Interest::READABLE)?);
+                if let Target::Terminal(console) = &target
+                    && let Ok(size) = rustix::termios::tcgetwinsize(console)
+                {
+                    // The process's terminal starts at the caller's size.
+                    let _ = rustix::termios::tcsetwinsize(&master, size);
+                }
+                let source =
+                    Source::Terminal(AsyncOwnedFd::new(master.try_clone()?, Interest::READABLE)?);
                 io.outputs
                     .push(OutputPump::spawn(source, Sink::for_target(target)?));
             }
             if let Some(Endpoint::ForTerminal(target)) = self.stdin {
-                let sink = InputSink::Terminal(TerminalFd::register(&master, Interest::WRITABLE)?);
+                let sink = InputSink::Terminal(AsyncOwnedFd::new(
+                    master.try_clone()?,
+                    Interest::WRITABLE,
+                )?);
                 io.stdin = Some(spawn_input(target, sink)?);
             }
             io.console = Some(master);
@@ -364,56 +375,10 @@ impl ProcessIo {
     }
 }
 
-fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(fd)?;
-    rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;
-    Ok(())
-}
-
-/// A terminal master (one duplicate per pump), usable with `AsyncFd`.
-#[derive(Debug)]
-struct TerminalFd(OwnedFd);
-
-impl TerminalFd {
-    /// Registers a duplicate of `master` with the reactor.
-    fn register(master: &OwnedFd, interest: Interest) -> io::Result<AsyncFd<TerminalFd>> {
-        Self::register_owned(master.try_clone()?, interest)
-    }
-
-    /// Registers `fd` (non-blocking) with the reactor.
-    fn register_owned(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<TerminalFd>> {
-        // SAFETY: `TerminalFd` owns its descriptor, so it stays open and is the same
-        // descriptor for as long as the `AsyncFd` holds it.
-        unsafe { AsyncFd::register_with_interest(TerminalFd(fd), interest) }
-            .map_err(io::Error::from)
-    }
-}
-
-/// Writes all of `data` to a non-blocking terminal, waiting for room as needed.
-async fn write_all_terminal(fd: &AsyncFd<TerminalFd>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        let mut guard = fd.writable().await?;
-        match guard
-            .try_io(|fd| rustix::io::write(fd.get_ref().0.as_fd(), data).map_err(io::Error::from))
-        {
-            Ok(Ok(n)) => data = &data[n..],
-            Ok(Err(err)) => return Err(err),
-            Err(_would_block) => continue,
-        }
-    }
-    Ok(())
-}
-
-impl AsRawFd for TerminalFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
 /// What an output pump reads.
 enum Source {
     Pipe(pipe::Receiver),
-    Terminal(AsyncFd<TerminalFd>),
+    Terminal(AsyncOwnedFd),
 }
 
 /// The outcome of one non-blocking read.
@@ -427,7 +392,7 @@ impl Source {
     async fn readable(&self) -> io::Result<()> {
         match self {
             Source::Pipe(pipe) => pipe.readable().await,
-            Source::Terminal(fd) => fd.readable().await.map(|mut guard| guard.clear_ready()),
+            Source::Terminal(fd) => fd.readable().await,
         }
     }
 
@@ -444,7 +409,7 @@ impl Source {
     fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
         let fd = match self {
             Source::Pipe(pipe) => pipe.as_fd(),
-            Source::Terminal(fd) => fd.get_ref().0.as_fd(),
+            Source::Terminal(fd) => fd.as_fd(),
         };
         classify_read(rustix::io::read(fd, buf).map_err(io::Error::from))
     }
@@ -472,7 +437,7 @@ enum Sink {
     Fifo(FifoSink),
     File(File),
     /// The caller's pty slave; `None` once the caller closed its master.
-    Terminal(Option<AsyncFd<TerminalFd>>),
+    Terminal(Option<AsyncOwnedFd>),
 }
 
 impl Sink {
@@ -481,7 +446,7 @@ impl Sink {
             Target::Fifo(path) => Sink::Fifo(FifoSink::new(path)),
             Target::File(file) => Sink::File(file),
             Target::Terminal(fd) => {
-                Sink::Terminal(Some(TerminalFd::register_owned(fd, Interest::WRITABLE)?))
+                Sink::Terminal(Some(AsyncOwnedFd::new(fd, Interest::WRITABLE)?))
             }
         })
     }
@@ -496,7 +461,7 @@ impl Sink {
             }
             Sink::Terminal(terminal) => {
                 if let Some(fd) = terminal
-                    && let Err(err) = write_all_terminal(fd, data).await
+                    && let Err(err) = fd.write_all(data).await
                 {
                     // The caller closed its end: drop output from now on.
                     tracing::debug!(error = %err, "the caller's terminal went away");
@@ -704,14 +669,14 @@ async fn pump_output(
 /// Where a stdin pump writes.
 enum InputSink {
     Pipe(pipe::Sender),
-    Terminal(AsyncFd<TerminalFd>),
+    Terminal(AsyncOwnedFd),
 }
 
 impl InputSink {
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             InputSink::Pipe(pipe) => pipe.write_all(data).await,
-            InputSink::Terminal(fd) => write_all_terminal(fd, data).await,
+            InputSink::Terminal(fd) => fd.write_all(data).await,
         }
     }
 }
@@ -726,7 +691,7 @@ fn spawn_input(target: Target, sink: InputSink) -> io::Result<JoinHandle<()>> {
             Ok(tokio::spawn(pump_input(fifo, sink)))
         }
         Target::Terminal(fd) => {
-            let terminal = TerminalFd::register_owned(fd, Interest::READABLE)?;
+            let terminal = AsyncOwnedFd::new(fd, Interest::READABLE)?;
             Ok(tokio::spawn(pump_terminal_input(terminal, sink)))
         }
         Target::File(mut file) => Ok(tokio::spawn(async move {
@@ -747,23 +712,12 @@ fn spawn_input(target: Target, sink: InputSink) -> io::Result<JoinHandle<()>> {
 }
 
 /// Copies what the caller types on its terminal into the process's terminal.
-async fn pump_terminal_input(terminal: AsyncFd<TerminalFd>, mut sink: InputSink) {
+async fn pump_terminal_input(terminal: AsyncOwnedFd, mut sink: InputSink) {
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let Ok(mut guard) = terminal.readable().await else {
+    // 0 or EIO: the caller closed its master.
+    while let Ok(n @ 1..) = terminal.read(&mut buf).await {
+        if sink.write_all(&buf[..n]).await.is_err() {
             break;
-        };
-        match guard.try_io(|fd| {
-            rustix::io::read(fd.get_ref().0.as_fd(), &mut buf).map_err(io::Error::from)
-        }) {
-            // 0 or EIO: the caller closed its master.
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => {
-                if sink.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            Err(_would_block) => continue,
         }
     }
 }

@@ -1,0 +1,477 @@
+//! `wharf`: a command-line client of `wharfd`, modelled on containerd's 2015 `ctr`.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: printing is its job
+
+mod attach;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{CommandFactory, Parser, Subcommand};
+use tonic::transport::Channel;
+use wharf_api::{
+    AddProcessRequest, ApiClient, CreateContainerRequest, EventsRequest, SignalRequest,
+    StateRequest, UpdateContainerRequest, User,
+};
+
+use table::Table;
+
+/// Drive wharfd: run containers and processes, signal, pause, and watch their events.
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version)]
+pub struct Cli {
+    /// wharfd's socket.
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_ADDRESS",
+        default_value = "/run/wharf/wharf.sock"
+    )]
+    address: PathBuf,
+    /// Print JSON for scripts (one object per line for event streams) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List and manage containers (`wharf containers` lists them).
+    Containers {
+        #[command(subcommand)]
+        command: Option<Containers>,
+    },
+    /// Print events as they happen, until interrupted.
+    Events,
+    /// Print the daemon's state: the machine and every container with its processes.
+    State,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Containers {
+    /// List running containers.
+    List,
+    /// Create and start a container from an OCI bundle; print its init's pid.
+    Start {
+        /// The container's id.
+        id: String,
+        /// The bundle directory (holding config.json).
+        bundle: PathBuf,
+        /// Stay attached: copy stdio (a terminal bundle gets a pty, the local terminal goes
+        /// raw) and exit with the container's exit status.
+        #[arg(short, long)]
+        attach: bool,
+    },
+    /// Run a process in a running container; print its pid.
+    Exec {
+        /// The container's id.
+        #[arg(long)]
+        id: String,
+        /// Stay attached and exit with the process's exit status.
+        #[arg(short, long)]
+        attach: bool,
+        /// Give the process a terminal.
+        #[arg(short, long)]
+        tty: bool,
+        /// Working directory in the container [default: /].
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Environment variable, K=V (repeatable), added to the container's environment.
+        #[arg(short, long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// User id [default: 0].
+        #[arg(short, long)]
+        uid: Option<u32>,
+        /// Group id [default: 0].
+        #[arg(short, long)]
+        gid: Option<u32>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Send a signal to a container's init, or to one of its processes.
+    Kill {
+        /// The container's id.
+        id: String,
+        /// The process (host pid) [default: the init].
+        #[arg(short, long)]
+        pid: Option<u32>,
+        /// Number or name (9, KILL, SIGKILL).
+        #[arg(short, long, default_value = "TERM", value_parser = parse_signal)]
+        signal: u32,
+    },
+    /// Freeze every process of a container.
+    Pause {
+        /// The container's id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// The container's id.
+        id: String,
+    },
+}
+
+/// A signal by number or name (`9`, `KILL`, `SIGKILL`).
+fn parse_signal(text: &str) -> Result<u32, String> {
+    if let Ok(number) = text.parse::<u32>() {
+        return Ok(number);
+    }
+    let name = text.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|signal| signal as u32)
+        .map_err(|_| format!("unknown signal {text:?}"))
+}
+
+/// Runs the CLI; returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("wharf: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // A read of our stdin may still block in a helper thread: do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("wharf: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A gRPC status as the CLI prints it: the code's name, then the daemon's message.
+fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow!("{}: {}", code_name(status.code()), status.message())
+}
+
+fn code_name(code: tonic::Code) -> String {
+    // "NotFound" -> "not found"
+    let name = format!("{code:?}");
+    let mut spaced = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            spaced.push(' ');
+        }
+        spaced.push(c.to_ascii_lowercase());
+    }
+    spaced
+}
+
+async fn connect(cli: &Cli) -> Result<ApiClient<Channel>> {
+    wharf_api::connect(&cli.address)
+        .await
+        .with_context(|| format!("cannot connect to wharfd at {}", cli.address.display()))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State => state(&cli).await,
+        Command::Events => events(&cli).await,
+        Command::Containers { command } => match command.as_ref().unwrap_or(&Containers::List) {
+            Containers::List => list(&cli).await,
+            Containers::Start { id, bundle, attach } => start(&cli, id, bundle, *attach).await,
+            Containers::Exec {
+                id,
+                attach,
+                tty,
+                cwd,
+                env,
+                uid,
+                gid,
+                args,
+            } => {
+                let request = AddProcessRequest {
+                    id: id.clone(),
+                    terminal: *tty,
+                    user: Some(User {
+                        uid: uid.unwrap_or(0),
+                        gid: gid.unwrap_or(0),
+                        additional_gids: Vec::new(),
+                    }),
+                    args: args.clone(),
+                    env: env.clone(),
+                    cwd: cwd.clone().unwrap_or_default(),
+                    ..AddProcessRequest::default()
+                };
+                exec(&cli, request, *attach).await
+            }
+            Containers::Kill { id, pid, signal } => {
+                let request = SignalRequest {
+                    id: id.clone(),
+                    pid: pid.unwrap_or(0),
+                    signal: *signal,
+                };
+                connect(&cli)
+                    .await?
+                    .signal(request)
+                    .await
+                    .map_err(rpc_error)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Containers::Pause { id } => update(&cli, id, "paused").await,
+            Containers::Resume { id } => update(&cli, id, "running").await,
+        },
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn list(cli: &Cli) -> Result<ExitCode> {
+    let state = connect(cli)
+        .await?
+        .state(StateRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if cli.json {
+        print_json(&state.containers)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(["ID", "STATUS", "PID", "PROCESSES", "BUNDLE"]);
+    for container in &state.containers {
+        table.row([
+            container.id.clone(),
+            container.status.clone(),
+            container
+                .processes
+                .first()
+                .map(|p| p.pid.to_string())
+                .unwrap_or_default(),
+            container.processes.len().to_string(),
+            container.bundle_path.clone(),
+        ]);
+    }
+    print!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn state(cli: &Cli) -> Result<ExitCode> {
+    let state = connect(cli)
+        .await?
+        .state(StateRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if cli.json {
+        print_json(&state)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let machine = state.machine.unwrap_or_default();
+    println!(
+        "machine {}: {} cpus, {:.1} GiB memory",
+        machine.id,
+        machine.cpus,
+        machine.memory as f64 / f64::from(1u32 << 30)
+    );
+    let mut table = Table::new(["ID", "STATUS", "PID", "ARGS"]);
+    for container in &state.containers {
+        for (i, process) in container.processes.iter().enumerate() {
+            let (id, status) = if i == 0 {
+                (container.id.clone(), container.status.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            table.row([id, status, process.pid.to_string(), process.args.join(" ")]);
+        }
+    }
+    print!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(cli: &Cli) -> Result<ExitCode> {
+    let mut stream = connect(cli)
+        .await?
+        .events(EventsRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let columns = ["TYPE", "ID", "PID", "STATUS"];
+    if !cli.json {
+        print!("{}", Table::new(columns).header_only());
+    }
+    while let Some(event) = stream.message().await.map_err(rpc_error)? {
+        if cli.json {
+            print_json(&event)?;
+        } else {
+            let mut row = Table::new(columns);
+            row.row([
+                event.r#type,
+                event.id,
+                event.pid.to_string(),
+                event.status.to_string(),
+            ]);
+            print!("{}", row.rows_only());
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn update(cli: &Cli, id: &str, status: &str) -> Result<ExitCode> {
+    let request = UpdateContainerRequest {
+        id: id.to_owned(),
+        signal: 0,
+        status: status.to_owned(),
+    };
+    connect(cli)
+        .await?
+        .update_container(request)
+        .await
+        .map_err(rpc_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_pid(cli: &Cli, pid: u32) -> Result<()> {
+    if cli.json {
+        print_json(&serde_json::json!({ "pid": pid }))
+    } else {
+        println!("{pid}");
+        Ok(())
+    }
+}
+
+async fn start(cli: &Cli, id: &str, bundle: &std::path::Path, attach: bool) -> Result<ExitCode> {
+    let bundle =
+        std::path::absolute(bundle).with_context(|| format!("resolving {}", bundle.display()))?;
+    let mut client = connect(cli).await?;
+    let mut request = CreateContainerRequest {
+        id: id.to_owned(),
+        bundle_path: bundle.display().to_string(),
+        ..CreateContainerRequest::default()
+    };
+    if !attach {
+        let pid = client
+            .create_container(request)
+            .await
+            .map_err(rpc_error)?
+            .into_inner()
+            .pid;
+        print_pid(cli, pid)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let terminal = attach::bundle_wants_terminal(&bundle)?;
+    let session = attach::Session::open(&mut client, terminal).await?;
+    session.fill_create(&mut request);
+    let pid = client
+        .create_container(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .pid;
+    session.run(id, pid).await
+}
+
+async fn exec(cli: &Cli, mut request: AddProcessRequest, attach: bool) -> Result<ExitCode> {
+    let mut client = connect(cli).await?;
+    if !request.env.is_empty() {
+        // The API replaces the environment; `--env` adds to the container's.
+        let state = client
+            .state(StateRequest {})
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let init_env = state
+            .containers
+            .iter()
+            .find(|c| c.id == request.id)
+            .and_then(|c| c.processes.first())
+            .map(|p| p.env.clone())
+            .unwrap_or_default();
+        request.env = merge_env(&init_env, &request.env);
+    }
+    if !attach {
+        let pid = client
+            .add_process(request)
+            .await
+            .map_err(rpc_error)?
+            .into_inner()
+            .pid;
+        print_pid(cli, pid)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = request.id.clone();
+    let session = attach::Session::open(&mut client, request.terminal).await?;
+    session.fill_exec(&mut request);
+    let pid = client
+        .add_process(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .pid;
+    session.run(&id, pid).await
+}
+
+/// `base` with each `K=V` of `overrides` replacing or adding `K`, order kept.
+fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |entry: &str| entry.split_once('=').map_or(entry, |(k, _)| k).to_owned();
+    let mut merged: Vec<String> = base
+        .iter()
+        .filter(|entry| !overrides.iter().any(|o| key(o) == key(entry)))
+        .cloned()
+        .collect();
+    merged.extend(overrides.iter().cloned());
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_flags_add_to_and_override_the_containers_env() {
+        let base = ["PATH=/bin".to_string(), "HOME=/root".to_string()];
+        let merged = merge_env(&base, &["FOO=bar".into(), "HOME=/tmp".into()]);
+        assert_eq!(merged, ["PATH=/bin", "FOO=bar", "HOME=/tmp"]);
+    }
+
+    #[test]
+    fn signals_parse_by_number_and_name() {
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert_eq!(parse_signal("KILL"), Ok(9));
+        assert_eq!(parse_signal("sigterm"), Ok(15));
+        assert_eq!(parse_signal("SIGUSR1"), Ok(10));
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn codes_print_as_words() {
+        assert_eq!(code_name(tonic::Code::NotFound), "not found");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "invalid argument");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
