@@ -36,8 +36,17 @@ impl DaemonFixture {
         Self::start_with(&[]).await
     }
 
-    /// Starts `wharfd` with extra flags.
+    /// Starts `wharfd` (debug logs on) with extra flags.
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::spawn(true, extra).await
+    }
+
+    /// Starts `wharfd` without debug logs, as benchmarks want it.
+    pub async fn start_quiet() -> Self {
+        Self::spawn(false, &[]).await
+    }
+
+    async fn spawn(debug: bool, extra: &[&str]) -> Self {
         let root = tempfile::Builder::new()
             .prefix("wharfd-test-")
             .tempdir()
@@ -53,7 +62,7 @@ impl DaemonFixture {
             .arg(&state_dir)
             .arg("--shim")
             .arg(wharf_binary("wharf-shim"))
-            .arg("--debug")
+            .args(debug.then_some("--debug"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

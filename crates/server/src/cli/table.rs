@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Columns at least this wide, so streamed rows line up without knowing what comes.
-const MIN_WIDTH: usize = 12;
+const MIN_WIDTH: usize = 16;
 const PADDING: usize = 3;
 
 pub(crate) struct Table {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Status, Streaming};
 use wharf_api as api;
 use wharf_executor::oci_spec::runtime::Spec;
 use wharf_executor::{ContainerId, DeleteMode, Executor, Signal};
@@ -351,10 +351,10 @@ impl Daemon {
         }
         let id = request.id.clone();
         match self.launch(request, &spec, terminal).await {
-            Ok((container, events, shim)) => {
+            Ok((container, shim)) => {
                 let pid = container.init.pid;
                 self.lock().insert(id, Slot::Live(container.clone()));
-                tokio::spawn(self.clone().pump(container, events, shim));
+                tokio::spawn(self.clone().pump(container, shim));
                 Ok(pid)
             }
             Err(status) => {
@@ -369,7 +369,7 @@ impl Daemon {
         request: NewContainer,
         spec: &Spec,
         terminal: bool,
-    ) -> Result<(Arc<Container>, Streaming<shim::Event>, SpawnedShim), Status> {
+    ) -> Result<(Arc<Container>, SpawnedShim), Status> {
         let id = &request.id;
         let state_dir = self.prepare_state_dir(id).await?;
         let mut spawned = match spawn_shim(&self.shim_options, &state_dir) {
@@ -382,27 +382,20 @@ impl Daemon {
                 )));
             }
         };
-        let connected = async {
-            let channel = shim::channel(&spawned.socket).await.map_err(|err| {
-                Status::internal(format!("connecting to the shim of container {id}: {err}"))
-            })?;
-            let mut client = shim::ShimClient::new(channel.clone());
-            let events = client
-                .events(shim::EventsRequest {})
-                .await
-                .map_err(|status| {
-                    from_shim(format!("subscribing to the shim of container {id}"), status)
-                })?
-                .into_inner();
-            Ok::<_, Status>((client, ControlClient::new(channel), events))
-        };
-        let (mut client, control, events) = match connected.await {
-            Ok(connected) => connected,
-            Err(status) => {
+        // The pump subscribes to the shim's events after Start: the shim keeps what it
+        // publishes until a first stream opens, so nothing is missed and no round trip is
+        // spent before Create.
+        let channel = match shim::channel(&spawned.socket).await {
+            Ok(channel) => channel,
+            Err(err) => {
                 self.abandon(id, &mut spawned, None, &state_dir).await;
-                return Err(status);
+                return Err(Status::internal(format!(
+                    "connecting to the shim of container {id}: {err}"
+                )));
             }
         };
+        let mut client = shim::ShimClient::new(channel.clone());
+        let control = ControlClient::new(channel);
         let (stdin, stdout) = if request.console.is_empty() {
             (request.stdin, request.stdout)
         } else {
@@ -440,7 +433,7 @@ impl Daemon {
             init: init_record(spec, pid),
             inner: Mutex::default(),
         });
-        Ok((container, events, spawned))
+        Ok((container, spawned))
     }
 
     /// `<state-dir>/containers/<id>/`, new and empty. A leftover directory whose shim still
@@ -528,13 +521,16 @@ impl Daemon {
     }
 
     /// Turns the shim's events into `types.API` events until the container is gone.
-    async fn pump(
-        self: Arc<Self>,
-        container: Arc<Container>,
-        mut events: Streaming<shim::Event>,
-        mut spawned: SpawnedShim,
-    ) {
+    async fn pump(self: Arc<Self>, container: Arc<Container>, mut spawned: SpawnedShim) {
         let id = container.id.clone();
+        let mut events = match container.shim.clone().events(shim::EventsRequest {}).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::error!(container_id = %id, error = %status.message(), "subscribing to the shim's events");
+                self.shim_lost(&container, &mut spawned).await;
+                return;
+            }
+        };
         loop {
             let event = match events.message().await {
                 Ok(Some(event)) => event,
