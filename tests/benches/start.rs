@@ -305,7 +305,7 @@ async fn main() {
         .unwrap();
     let runc_root: PathBuf = work.path().join("runc");
     std::fs::create_dir_all(&runc_root).unwrap();
-    let daemon = DaemonFixture::start_quiet().await;
+    let mut daemon = DaemonFixture::start_quiet().await;
 
     eprintln!(
         "bench start: latency, {} runs each after 3 warm-up, alternating",

@@ -171,7 +171,7 @@ impl DaemonFixture {
     }
 
     /// SIGTERM; the daemon must exit 0.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         let mut child = self.child.take().expect("the daemon is stopped once");
         let pid = child
             .id()

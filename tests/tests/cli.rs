@@ -321,7 +321,7 @@ async fn attach_copies_stdio_and_exits_with_the_status() {
 #[tokio::test]
 async fn errors_go_to_stderr_with_a_failure_status() {
     require_containers!();
-    let daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start().await;
     let unknown = wharf(&daemon, &["containers", "kill", "nope"], b"").await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stdout.is_empty());

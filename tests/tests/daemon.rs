@@ -1045,3 +1045,91 @@ async fn a_console_carries_a_terminal_container_and_exec_both_ways() {
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_wharfd_and_leaves_containers_running() {
+    require_containers!();
+    let mut daemon = DaemonFixture::start().await;
+    let id = "d-survivor";
+    daemon.track(id);
+    let mut client = daemon.client();
+    let init = start(
+        &mut client,
+        create(id, &Bundle::new(id, &["sleep", "1000"])),
+    )
+    .await;
+    let shims = daemon.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per container");
+    let state_dir = daemon.state_dir.join("containers").join(id);
+
+    daemon.stop().await; // asserts exit status 0
+    assert!(process_alive(init), "the container runs on without wharfd");
+    assert!(process_alive(shims[0]), "its shim too");
+    assert!(
+        state_dir.join("shim.sock").exists(),
+        "and its shim still serves"
+    );
+
+    // Clean up as an operator would: a shim told to stop deletes its container.
+    if let Some(pid) = rustix::process::Pid::from_raw(shims[0] as i32) {
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+    wait_until("the container to be deleted by its shim", DEADLINE, || {
+        !process_alive(init)
+    })
+    .await;
+    wait_until("the shim to exit", DEADLINE, || !process_alive(shims[0])).await;
+    // With no daemon to remove it, the shim's directory (its log) remains.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    daemon.assert_nothing_left().await;
+}
+
+#[tokio::test]
+async fn health_print_config_and_a_second_daemon_on_the_same_socket() {
+    require_containers!();
+    let mut daemon = DaemonFixture::start_with(&["--id", "healthy"]).await;
+    let channel = wharf_api::channel(&daemon.socket)
+        .await
+        .expect("a channel to wharfd");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "types.API"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner()
+            .status();
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+
+    let printed = std::process::Command::new(wharf_tests::system::wharf_binary("wharfd"))
+        .args(["--print-config", "--id", "printed", "--runtime", "crun"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("id = \"printed\"") && text.contains("runtime = \"crun\""),
+        "{text}"
+    );
+
+    let second = std::process::Command::new(wharf_tests::system::wharf_binary("wharfd"))
+        .arg("--listen")
+        .arg(&daemon.socket)
+        .arg("--state-dir")
+        .arg(&daemon.state_dir)
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second daemon on a live socket is refused"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
+    daemon.stop().await;
+}

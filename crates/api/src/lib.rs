@@ -43,8 +43,19 @@ pub const SERVICE_NAME: &str = "types.API";
 pub async fn connect(
     path: impl AsRef<Path>,
 ) -> Result<ApiClient<tonic::transport::Channel>, tonic::transport::Error> {
+    Ok(ApiClient::new(channel(path).await?))
+}
+
+/// A channel to the daemon at `path`, for [`ApiClient`] or any other service it serves (such
+/// as `grpc.health.v1.Health`).
+///
+/// # Errors
+/// The socket cannot be connected to (missing, refused, not a socket).
+pub async fn channel(
+    path: impl AsRef<Path>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let path = path.as_ref().to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+    tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -52,6 +63,5 @@ pub async fn connect(
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
-        .await?;
-    Ok(ApiClient::new(channel))
+        .await
 }
