@@ -370,26 +370,32 @@ async fn start(cli: &Cli, id: &str, bundle: &std::path::Path, attach: bool) -> R
         bundle_path: bundle.display().to_string(),
         ..CreateContainerRequest::default()
     };
-    if !attach {
-        let pid = client
-            .create_container(request)
-            .await
-            .map_err(rpc_error)?
-            .into_inner()
-            .pid;
-        print_pid(cli, pid)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let terminal = attach::bundle_wants_terminal(&bundle)?;
-    let session = attach::Session::open(&mut client, terminal).await?;
-    session.fill_create(&mut request);
+    let session = if attach {
+        let terminal = attach::bundle_wants_terminal(&bundle)?;
+        let session = attach::Session::open(&mut client, terminal).await?;
+        session.fill_create(&mut request);
+        Some(session)
+    } else {
+        None
+    };
     let pid = client
         .create_container(request)
         .await
         .map_err(rpc_error)?
         .into_inner()
         .pid;
-    session.run(id, pid).await
+    finish(cli, session, id, pid).await
+}
+
+/// Attached: follow the process to its exit. Detached: print its pid.
+async fn finish(cli: &Cli, session: Option<attach::Session>, id: &str, pid: u32) -> Result<ExitCode> {
+    match session {
+        Some(session) => session.run(id, pid).await,
+        None => {
+            print_pid(cli, pid)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn exec(cli: &Cli, mut request: AddProcessRequest, attach: bool) -> Result<ExitCode> {
@@ -410,26 +416,21 @@ async fn exec(cli: &Cli, mut request: AddProcessRequest, attach: bool) -> Result
             .unwrap_or_default();
         request.env = merge_env(&init_env, &request.env);
     }
-    if !attach {
-        let pid = client
-            .add_process(request)
-            .await
-            .map_err(rpc_error)?
-            .into_inner()
-            .pid;
-        print_pid(cli, pid)?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let id = request.id.clone();
-    let session = attach::Session::open(&mut client, request.terminal).await?;
-    session.fill_exec(&mut request);
+    let session = if attach {
+        let session = attach::Session::open(&mut client, request.terminal).await?;
+        session.fill_exec(&mut request);
+        Some(session)
+    } else {
+        None
+    };
     let pid = client
         .add_process(request)
         .await
         .map_err(rpc_error)?
         .into_inner()
         .pid;
-    session.run(&id, pid).await
+    finish(cli, session, &id, pid).await
 }
 
 /// `base` with each `K=V` of `overrides` replacing or adding `K`, order kept.
