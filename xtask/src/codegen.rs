@@ -31,6 +31,12 @@ const TARGETS: &[Target] = &[
         serde: true,
     },
     Target {
+        proto: "wharf_events.proto",
+        generated_name: "wharf.v1.rs",
+        checked_in: "crates/api/src/generated/wharf.v1.rs",
+        serde: true,
+    },
+    Target {
         proto: "shim.proto",
         generated_name: "containerd.shim.v1.rs",
         checked_in: "crates/shim-proto/src/generated/containerd.shim.v1.rs",

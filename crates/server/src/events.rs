@@ -93,11 +93,19 @@ impl<T: Clone> EventHub<T> {
 
     /// Opens a stream: first the kept events, then every new one.
     pub(crate) fn subscribe(&self) -> EventStream<T> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let lagged = Arc::new(AtomicBool::new(false));
+        self.subscribe_with(Vec::new())
+    }
+
+    /// Opens a stream that first yields `replay`, then the kept events, then every new one.
+    /// The caller makes sure no event is published between taking `replay` and this call
+    /// (the journal holds its lock across both).
+    pub(crate) fn subscribe_with(&self, replay: Vec<T>) -> EventStream<T> {
         let mut hub = self.lock();
-        for event in hub.backlog.drain(..) {
-            // Cannot fail: the buffer is larger than the backlog.
+        // Room for the whole replay, and the usual buffer for what follows.
+        let (tx, rx) = mpsc::channel(replay.len() + hub.backlog.len() + STREAM_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        for event in replay.into_iter().chain(hub.backlog.drain(..)) {
+            // Cannot fail: the buffer holds all of it.
             let _ = tx.try_send(event);
         }
         if !hub.closed {

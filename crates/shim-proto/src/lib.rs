@@ -92,3 +92,18 @@ pub async fn channel(
         }))
         .await
 }
+
+/// A channel to the shim at `path` that connects on first use (and again after a failure).
+pub fn channel_lazy(path: impl AsRef<std::path::Path>) -> tonic::transport::Channel {
+    let address = std::sync::Arc::new(SocketPath::new(path.as_ref()));
+    tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+        tower::service_fn(move |_| {
+            let address = address.clone();
+            async move {
+                let address = address.address()?;
+                let stream = tokio::net::UnixStream::connect(address.as_path()).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }),
+    )
+}

@@ -388,7 +388,12 @@ async fn start(cli: &Cli, id: &str, bundle: &std::path::Path, attach: bool) -> R
 }
 
 /// Attached: follow the process to its exit. Detached: print its pid.
-async fn finish(cli: &Cli, session: Option<attach::Session>, id: &str, pid: u32) -> Result<ExitCode> {
+async fn finish(
+    cli: &Cli,
+    session: Option<attach::Session>,
+    id: &str,
+    pid: u32,
+) -> Result<ExitCode> {
     match session {
         Some(session) => session.run(id, pid).await,
         None => {

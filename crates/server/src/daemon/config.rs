@@ -40,6 +40,16 @@ pub struct Config {
     pub runtime: PathBuf,
     /// The `wharf-shim` binary (default: next to `wharfd`, else from `PATH`).
     pub shim: PathBuf,
+    /// How many events the journal keeps for `wharf.v1.Events` replay.
+    pub event_retention: usize,
+    /// For how long after a start `types.API` Events streams also get the exits that
+    /// happened while no daemon ran, in seconds.
+    pub replay_window_secs: u64,
+    /// On SIGTERM/SIGINT, stop every container (SIGTERM, then SIGKILL after `stop-timeout-secs`)
+    /// before exiting, instead of leaving them running under their shims.
+    pub stop_containers_on_exit: bool,
+    /// How long stopping containers may take before SIGKILL, in seconds.
+    pub stop_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -53,6 +63,10 @@ impl Default for Config {
             executor: ExecutorKind::Runc,
             runtime: PathBuf::from("runc"),
             shim: default_shim(),
+            event_retention: 10_000,
+            replay_window_secs: 10,
+            stop_containers_on_exit: false,
+            stop_timeout_secs: 10,
         }
     }
 }
@@ -84,6 +98,19 @@ pub struct ConfigFlags {
     /// The wharf-shim binary.
     #[arg(long, value_name = "BIN")]
     pub shim: Option<PathBuf>,
+    /// Events the journal keeps for replay (wharf.v1.Events).
+    #[arg(long, value_name = "N")]
+    pub event_retention: Option<usize>,
+    /// Seconds after start during which new Events streams also get the exits recovered
+    /// from the time no daemon ran.
+    #[arg(long, value_name = "SECS")]
+    pub replay_window: Option<u64>,
+    /// On SIGTERM/SIGINT, stop every container before exiting.
+    #[arg(long)]
+    pub stop_containers_on_exit: bool,
+    /// Seconds stopping containers may take before SIGKILL.
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u64>,
     /// Configuration file (TOML) [default: /etc/wharf/wharfd.toml if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -123,6 +150,16 @@ impl Config {
         }
         if let Some(shim) = &flags.shim {
             config.shim.clone_from(shim);
+        }
+        if let Some(retention) = flags.event_retention {
+            config.event_retention = retention;
+        }
+        if let Some(window) = flags.replay_window {
+            config.replay_window_secs = window;
+        }
+        config.stop_containers_on_exit |= flags.stop_containers_on_exit;
+        if let Some(timeout) = flags.stop_timeout {
+            config.stop_timeout_secs = timeout;
         }
         config.resolve_relative_paths()?;
         Ok(config)

@@ -1,18 +1,20 @@
 //! The daemon's containers: each owned by its `wharf-shim`, tracked here by id.
 //!
-//! A container lives from a successful `CreateContainer` until its init's exit has been
-//! published: then its shim has deleted it and exited, its state directory is gone, and the
-//! id is free again. One pump task per container turns the shim's events into `types.API`
-//! events, in the shim's order.
+//! A container lives from a successful `CreateContainer` (or its re-attach at start) until
+//! its init's exit has been published: then its shim has deleted it and exited, its state
+//! directory is gone, and the id is free again. One pump task per container turns the shim's
+//! events into `types.API` events, in the shim's order, through the journal.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
 use wharf_api as api;
+use wharf_api::v1::JournaledEvent;
 use wharf_executor::oci_spec::runtime::Spec;
 use wharf_executor::{ContainerId, DeleteMode, Executor, Signal};
 use wharf_runc_executor::RuncExecutor;
@@ -20,12 +22,16 @@ use wharf_shim_proto as shim;
 use wharf_shim_proto::control::{ControlClient, KillRequest};
 
 use super::config::Config;
-use crate::events::{EventHub, EventStream};
-use crate::spawn::{ShimOptions, SpawnedShim, spawn_shim};
+use super::fault_point;
+use super::journal::Journal;
+use super::record::{ContainerRecord, Liveness, ProcessIdentity, ProcessRecord};
+use super::shim_process::ShimProcess;
+use crate::events::EventStream;
+use crate::spawn::{ShimOptions, spawn_shim};
 use crate::status::from_shim;
 
 /// How long a shim may take to exit once its container is deleted, before it is killed.
-const SHIM_EXIT_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const SHIM_EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The `types.API` event type strings wharf sends.
 pub(crate) mod event_type {
@@ -34,18 +40,27 @@ pub(crate) mod event_type {
     pub(crate) const START_PROCESS: &str = "start-process";
     pub(crate) const PAUSE: &str = "pause";
     pub(crate) const RESUME: &str = "resume";
+    pub(crate) const OOM: &str = "oom";
 }
+
+/// Exit status reported when how a process ended cannot be known (its pid was reused, or
+/// it died while nobody could reap it for us).
+pub(crate) const UNKNOWN_EXIT_STATUS: u32 = 255;
+/// Exit status of a process the daemon killed because its shim was gone (128 + SIGKILL).
+pub(crate) const KILLED_EXIT_STATUS: u32 = 137;
 
 /// Every live container, and the events they produce.
 #[derive(Debug)]
 pub(crate) struct Daemon {
-    config: Config,
+    pub(crate) config: Config,
     shim_options: ShimOptions,
-    /// Runs the runtime from the daemon itself, only to clean up after a shim that died.
-    janitor: RuncExecutor,
+    /// Runs the runtime from the daemon itself, to clean up after a shim that died.
+    pub(crate) janitor: RuncExecutor,
     containers: Mutex<HashMap<ContainerId, Slot>>,
-    events: EventHub<api::Event>,
+    pub(crate) journal: Journal,
     machine: api::Machine,
+    /// Pump tasks still running: a container's last event is out when its pump ends.
+    pumps: watch::Sender<usize>,
 }
 
 #[derive(Debug)]
@@ -63,6 +78,7 @@ pub(crate) struct Container {
     state_dir: PathBuf,
     shim: shim::ShimClient<Channel>,
     control: ControlClient<Channel>,
+    shim_identity: ProcessIdentity,
     pub(crate) init: ProcessRecord,
     inner: Mutex<ContainerInner>,
 }
@@ -76,28 +92,11 @@ struct ContainerInner {
     exited_unrecorded: HashSet<u32>,
 }
 
-/// What `State` reports of a process: how it was started.
-#[derive(Debug, Clone)]
-pub(crate) struct ProcessRecord {
+/// A process of a re-attached container found stopped: its exit happened while no daemon
+/// listened, and is settled (published) when the pump starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopped {
     pub(crate) pid: u32,
-    pub(crate) terminal: bool,
-    pub(crate) user: api::User,
-    pub(crate) args: Vec<String>,
-    pub(crate) env: Vec<String>,
-    pub(crate) cwd: String,
-}
-
-impl ProcessRecord {
-    pub(crate) fn to_api(&self) -> api::Process {
-        api::Process {
-            pid: self.pid,
-            terminal: self.terminal,
-            user: Some(self.user.clone()),
-            args: self.args.clone(),
-            env: self.env.clone(),
-            cwd: self.cwd.clone(),
-        }
-    }
 }
 
 impl Container {
@@ -136,11 +135,30 @@ impl Container {
         }
     }
 
+    fn record(&self, inner: &ContainerInner) -> ContainerRecord {
+        ContainerRecord {
+            id: self.id.to_string(),
+            bundle: self.bundle.clone(),
+            complete: true,
+            shim: self.shim_identity,
+            init: Some(self.init.clone()),
+            execs: inner.execs.clone(),
+        }
+    }
+
+    /// Rewrites the record (under the lock, so concurrent changes are written in order).
+    fn save(&self, inner: &ContainerInner) {
+        if let Err(err) = self.record(inner).write(&self.state_dir) {
+            tracing::error!(container_id = %self.id, error = %err, "writing the container record");
+        }
+    }
+
     /// Records an exec `AddProcess` started, unless its exit has already gone out.
     fn record_exec(&self, record: ProcessRecord) {
         let mut inner = self.lock();
         if !inner.exited_unrecorded.remove(&record.pid) {
             inner.execs.push(record);
+            self.save(&inner);
         }
     }
 
@@ -151,6 +169,8 @@ impl Container {
         inner.execs.retain(|p| p.pid != pid);
         if inner.execs.len() == before {
             inner.exited_unrecorded.insert(pid);
+        } else {
+            self.save(&inner);
         }
     }
 
@@ -217,6 +237,7 @@ fn init_record(spec: &Spec, pid: u32) -> ProcessRecord {
     let user = process.user();
     ProcessRecord {
         pid,
+        start_time: ProcessIdentity::of(pid).start_time,
         terminal: process.terminal().unwrap_or(false),
         user: api::User {
             uid: user.uid(),
@@ -250,8 +271,17 @@ fn load_spec(bundle: &Path) -> Result<Spec, Status> {
     Ok(spec)
 }
 
+/// Decrements the running-pump count when a pump ends, however it ends.
+struct PumpGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for PumpGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl Daemon {
-    pub(crate) fn new(config: Config, machine: api::Machine) -> Self {
+    pub(crate) fn new(config: Config, machine: api::Machine, journal: Journal) -> Self {
         let shim_options = ShimOptions {
             binary: config.shim.clone(),
             runtime_root: config.runtime_root(),
@@ -267,8 +297,9 @@ impl Daemon {
             shim_options,
             config,
             containers: Mutex::default(),
-            events: EventHub::new(0),
+            journal,
             machine,
+            pumps: watch::Sender::new(0),
         }
     }
 
@@ -281,22 +312,37 @@ impl Daemon {
     }
 
     pub(crate) fn subscribe(&self) -> EventStream<api::Event> {
-        self.events.subscribe()
+        self.journal.subscribe_api()
     }
 
-    /// Ends every Events stream (the daemon is stopping).
-    pub(crate) fn close_events(&self) {
-        self.events.close();
+    pub(crate) fn subscribe_after(&self, after_seq: u64) -> EventStream<JournaledEvent> {
+        self.journal.subscribe_after(after_seq)
     }
 
-    pub(crate) fn publish(&self, kind: &str, id: &ContainerId, pid: u32, status: u32) {
-        self.events.publish(api::Event {
+    fn event(kind: &str, id: &ContainerId, pid: u32, status: u32) -> api::Event {
+        api::Event {
             r#type: kind.to_owned(),
             id: id.to_string(),
             status,
             pid,
             ..api::Event::default()
-        });
+        }
+    }
+
+    pub(crate) fn publish(&self, kind: &str, id: &ContainerId, pid: u32, status: u32) {
+        self.journal.publish(Self::event(kind, id, pid, status));
+    }
+
+    /// Publishes the exit of a process that ended while no daemon listened, unless the
+    /// journal shows an earlier daemon published it already.
+    fn publish_recovered_exit(&self, id: &ContainerId, pid: u32, status: u32) {
+        if self.journal.has_exit(id.as_str(), pid) {
+            tracing::debug!(container_id = %id, pid, "exit already journaled by an earlier daemon");
+            return;
+        }
+        tracing::info!(container_id = %id, pid, exit_status = status, "publishing an exit that happened while wharfd was away");
+        self.journal
+            .publish_recovered(Self::event(event_type::EXIT, id, pid, status));
     }
 
     /// The live container `id`.
@@ -325,7 +371,8 @@ impl Daemon {
     }
 
     /// Creates and starts a container through a new shim; returns the init's pid. A failure
-    /// leaves nothing behind: no shim, process, cgroup, socket or state directory.
+    /// leaves nothing behind: no shim, process, cgroup, socket or state directory. A crash
+    /// leaves a state directory without a complete record, which the next start tears down.
     pub(crate) async fn create(self: &Arc<Self>, request: NewContainer) -> Result<u32, Status> {
         let spec = load_spec(&request.bundle)?;
         let terminal = spec
@@ -353,8 +400,8 @@ impl Daemon {
         match self.launch(request, &spec, terminal).await {
             Ok((container, shim)) => {
                 let pid = container.init.pid;
-                self.lock().insert(id, Slot::Live(container.clone()));
-                tokio::spawn(self.clone().pump(container, shim));
+                fault_point("create:recorded");
+                self.adopt(container, shim, Vec::new());
                 Ok(pid)
             }
             Err(status) => {
@@ -364,15 +411,29 @@ impl Daemon {
         }
     }
 
+    /// Makes `container` live and starts its pump.
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        container: Arc<Container>,
+        shim: ShimProcess,
+        stopped: Vec<Stopped>,
+    ) {
+        self.lock()
+            .insert(container.id.clone(), Slot::Live(container.clone()));
+        self.pumps.send_modify(|n| *n += 1);
+        tokio::spawn(self.clone().pump(container, shim, stopped));
+    }
+
     async fn launch(
         &self,
         request: NewContainer,
         spec: &Spec,
         terminal: bool,
-    ) -> Result<(Arc<Container>, SpawnedShim), Status> {
+    ) -> Result<(Arc<Container>, ShimProcess), Status> {
         let id = &request.id;
         let state_dir = self.prepare_state_dir(id).await?;
-        let mut spawned = match spawn_shim(&self.shim_options, &state_dir) {
+        fault_point("create:state-dir");
+        let spawned = match spawn_shim(&self.shim_options, &state_dir) {
             Ok(spawned) => spawned,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&state_dir);
@@ -382,13 +443,32 @@ impl Daemon {
                 )));
             }
         };
+        let socket = spawned.socket;
+        let mut shim_process = ShimProcess::spawned(spawned.child);
+        let mut record = ContainerRecord {
+            id: id.to_string(),
+            bundle: request.bundle.display().to_string(),
+            complete: false,
+            shim: shim_process.identity(),
+            init: None,
+            execs: Vec::new(),
+        };
+        if let Err(err) = record.write(&state_dir) {
+            self.abandon(id, &socket, &mut shim_process, None, &state_dir)
+                .await;
+            return Err(Status::internal(format!(
+                "writing the record of container {id}: {err}"
+            )));
+        }
+        fault_point("create:spawned");
         // The pump subscribes to the shim's events after Start: the shim keeps what it
         // publishes until a first stream opens, so nothing is missed and no round trip is
         // spent before Create.
-        let channel = match shim::channel(&spawned.socket).await {
+        let channel = match shim::channel(&socket).await {
             Ok(channel) => channel,
             Err(err) => {
-                self.abandon(id, &mut spawned, None, &state_dir).await;
+                self.abandon(id, &socket, &mut shim_process, None, &state_dir)
+                    .await;
                 return Err(Status::internal(format!(
                     "connecting to the shim of container {id}: {err}"
                 )));
@@ -416,13 +496,27 @@ impl Daemon {
         let pid = match created {
             Ok(response) => response.into_inner().pid,
             Err(status) => {
-                self.abandon(id, &mut spawned, None, &state_dir).await;
+                self.abandon(id, &socket, &mut shim_process, None, &state_dir)
+                    .await;
                 return Err(from_shim(format!("creating container {id}"), status));
             }
         };
+        fault_point("create:created");
         if let Err(status) = client.start(shim::StartRequest {}).await {
-            self.abandon(id, &mut spawned, Some(pid), &state_dir).await;
+            self.abandon(id, &socket, &mut shim_process, Some(pid), &state_dir)
+                .await;
             return Err(from_shim(format!("starting container {id}"), status));
+        }
+        fault_point("create:started");
+        let init = init_record(spec, pid);
+        record.complete = true;
+        record.init = Some(init.clone());
+        if let Err(err) = record.write(&state_dir) {
+            self.abandon(id, &socket, &mut shim_process, Some(pid), &state_dir)
+                .await;
+            return Err(Status::internal(format!(
+                "writing the record of container {id}: {err}"
+            )));
         }
         let container = Arc::new(Container {
             id: id.clone(),
@@ -430,14 +524,89 @@ impl Daemon {
             state_dir,
             shim: client,
             control,
-            init: init_record(spec, pid),
+            shim_identity: shim_process.identity(),
+            init,
             inner: Mutex::default(),
         });
-        Ok((container, spawned))
+        Ok((container, shim_process))
+    }
+
+    /// The container of a dead shim, from its record, to clean up and report.
+    pub(crate) fn dead_container(
+        &self,
+        id: ContainerId,
+        record: &ContainerRecord,
+        init: ProcessRecord,
+        state_dir: PathBuf,
+    ) -> Arc<Container> {
+        // Never used: the shim is gone. A lazy channel connects only when used.
+        let channel = shim::channel_lazy(state_dir.join(shim::SOCKET_NAME));
+        Arc::new(Container {
+            id,
+            bundle: record.bundle.clone(),
+            state_dir,
+            shim: shim::ShimClient::new(channel.clone()),
+            control: ControlClient::new(channel),
+            shim_identity: record.shim,
+            init,
+            inner: Mutex::new(ContainerInner {
+                execs: record.execs.clone(),
+                ..ContainerInner::default()
+            }),
+        })
+    }
+
+    /// A container taken over from an earlier daemon, from its record and its shim's State.
+    pub(crate) fn reattached(
+        &self,
+        id: ContainerId,
+        record: &ContainerRecord,
+        init: ProcessRecord,
+        state_dir: PathBuf,
+        channel: Channel,
+        shim_state: &shim::StateResponse,
+    ) -> Result<(Arc<Container>, Vec<Stopped>), Status> {
+        let known: HashMap<u32, &ProcessRecord> = record.execs.iter().map(|p| (p.pid, p)).collect();
+        let mut execs = Vec::new();
+        let mut stopped = Vec::new();
+        let mut paused = false;
+        for process in &shim_state.processes {
+            match process.state() {
+                shim::State::Stopped => stopped.push(Stopped { pid: process.pid }),
+                shim::State::Paused => paused = true,
+                _ => {}
+            }
+            if process.pid != init.pid {
+                // Kept until its exit is settled, so State lists it meanwhile.
+                execs.push(
+                    known
+                        .get(&process.pid)
+                        .map_or_else(|| ProcessRecord::unknown(process.pid), |p| (*p).clone()),
+                );
+            }
+        }
+        // Execs' exits before the init's.
+        stopped.sort_by_key(|s| s.pid == init.pid);
+        let container = Arc::new(Container {
+            id,
+            bundle: record.bundle.clone(),
+            state_dir,
+            shim: shim::ShimClient::new(channel.clone()),
+            control: ControlClient::new(channel),
+            shim_identity: record.shim,
+            init,
+            inner: Mutex::new(ContainerInner {
+                paused,
+                execs,
+                exited_unrecorded: HashSet::new(),
+            }),
+        });
+        container.save(&container.lock());
+        Ok((container, stopped))
     }
 
     /// `<state-dir>/containers/<id>/`, new and empty. A leftover directory whose shim still
-    /// answers belongs to a container from an earlier daemon; one whose shim is gone is stale.
+    /// answers belongs to a live container; one whose shim is gone is stale.
     async fn prepare_state_dir(&self, id: &ContainerId) -> Result<PathBuf, Status> {
         let containers = self.config.containers_dir();
         let state_dir = containers.join(id.as_str());
@@ -476,73 +645,83 @@ impl Daemon {
     async fn abandon(
         &self,
         id: &ContainerId,
-        spawned: &mut SpawnedShim,
+        socket: &Path,
+        shim_process: &mut ShimProcess,
         init: Option<u32>,
         state_dir: &Path,
     ) {
         if let Some(pid) = init
-            && let Ok(mut client) = shim::connect(&spawned.socket).await
+            && let Ok(mut client) = shim::connect(socket).await
         {
             // Kills the init, deletes the container; the shim then exits.
             let _ = client.delete(shim::DeleteRequest { pid }).await;
         }
         // SIGTERM: a shim deletes any container it still has, then exits.
-        if let Some(pid) = spawned
-            .child
-            .id()
-            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        shim_process.signal(rustix::process::Signal::TERM);
+        self.teardown(id, shim_process, state_dir).await;
+    }
+
+    /// After a shim is told to go: waits for it, removes whatever of the container the
+    /// runtime still knows, and the state directory.
+    pub(crate) async fn teardown(
+        &self,
+        id: &ContainerId,
+        shim_process: &mut ShimProcess,
+        state_dir: &Path,
+    ) {
+        if !shim_process.wait_exit(SHIM_EXIT_DEADLINE).await {
+            tracing::warn!(container_id = %id, "shim did not exit in time; killed it");
         }
-        self.reap_shim(id, spawned).await;
         if let Err(err) = self.janitor.delete(id, DeleteMode::Force).await {
-            tracing::warn!(container_id = %id, error = %err, "deleting what a failed create left");
+            tracing::warn!(container_id = %id, error = %err, "deleting what is left of the container");
         }
-        if let Err(err) = std::fs::remove_dir_all(state_dir) {
+        if let Err(err) = std::fs::remove_dir_all(state_dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
             tracing::warn!(container_id = %id, path = %state_dir.display(), error = %err, "removing the state directory");
         }
     }
 
-    /// Waits for a shim to exit, killing it after [`SHIM_EXIT_DEADLINE`].
-    async fn reap_shim(&self, id: &ContainerId, spawned: &mut SpawnedShim) {
-        match tokio::time::timeout(SHIM_EXIT_DEADLINE, spawned.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => {
-                tracing::warn!(container_id = %id, %status, "shim exited with a failure")
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(container_id = %id, error = %err, "waiting for the shim")
-            }
-            Err(_) => {
-                tracing::warn!(container_id = %id, "shim did not exit in time; killing it");
-                let _ = spawned.child.kill().await;
-            }
-        }
-    }
-
-    /// Turns the shim's events into `types.API` events until the container is gone.
-    async fn pump(self: Arc<Self>, container: Arc<Container>, mut spawned: SpawnedShim) {
+    /// Turns the shim's events into `types.API` events until the container is gone. First,
+    /// for a re-attached container, settles the exits that happened while no daemon listened.
+    async fn pump(
+        self: Arc<Self>,
+        container: Arc<Container>,
+        mut shim_process: ShimProcess,
+        stopped: Vec<Stopped>,
+    ) {
+        let _running = PumpGuard(&self.pumps);
         let id = container.id.clone();
         let mut events = match container.shim.clone().events(shim::EventsRequest {}).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 tracing::error!(container_id = %id, error = %status.message(), "subscribing to the shim's events");
-                self.shim_lost(&container, &mut spawned).await;
+                self.shim_lost(&container, &mut shim_process, false).await;
                 return;
             }
         };
+        // Exits published by this pump, so the shim's kept events do not repeat them.
+        let mut settled = HashSet::new();
+        for process in stopped {
+            if process.pid == container.init.pid {
+                self.finish(&container, &mut shim_process, None).await;
+                return;
+            }
+            self.settle_exec(&container, process.pid).await;
+            settled.insert(process.pid);
+        }
         loop {
             let event = match events.message().await {
                 Ok(Some(event)) => event,
                 Ok(None) | Err(_) => {
-                    self.shim_lost(&container, &mut spawned).await;
+                    self.shim_lost(&container, &mut shim_process, false).await;
                     return;
                 }
             };
             match event.r#type() {
                 shim::EventType::Create => {}
                 shim::EventType::Start => {
-                    self.events.publish(api::Event {
+                    self.journal.publish(api::Event {
                         r#type: event_type::START_CONTAINER.to_owned(),
                         id: id.to_string(),
                         bundle_path: container.bundle.clone(),
@@ -553,12 +732,13 @@ impl Daemon {
                 shim::EventType::ExecAdded => {
                     self.publish(event_type::START_PROCESS, &id, event.pid, 0)
                 }
-                shim::EventType::Oom => self.publish("oom", &id, 0, 0),
+                shim::EventType::Oom => self.publish(event_type::OOM, &id, 0, 0),
                 shim::EventType::Exit if event.pid == container.init.pid => {
-                    self.finish(&container, &mut spawned, event.exit_status)
+                    self.finish(&container, &mut shim_process, Some(event.exit_status))
                         .await;
                     return;
                 }
+                shim::EventType::Exit if settled.contains(&event.pid) => {}
                 shim::EventType::Exit => {
                     container.forget_exec(event.pid);
                     self.publish(event_type::EXIT, &id, event.pid, event.exit_status);
@@ -573,9 +753,34 @@ impl Daemon {
         }
     }
 
+    /// An exec of a re-attached container that exited while no daemon listened: its status
+    /// comes from the shim, which kept it.
+    async fn settle_exec(&self, container: &Container, pid: u32) {
+        match container
+            .shim
+            .clone()
+            .delete(shim::DeleteRequest { pid })
+            .await
+        {
+            Ok(response) => {
+                container.forget_exec(pid);
+                self.publish_recovered_exit(&container.id, pid, response.into_inner().exit_status);
+            }
+            Err(status) => {
+                tracing::warn!(container_id = %container.id, pid, error = %status.message(), "settling an exit found at re-attach");
+            }
+        }
+    }
+
     /// The init exited (its execs' exits went out before): delete the container, let the
-    /// shim exit, free the id, then tell subscribers.
-    async fn finish(&self, container: &Container, spawned: &mut SpawnedShim, status: u32) {
+    /// shim exit, free the id, then tell subscribers. `status` is `None` for an exit found
+    /// at re-attach, whose status the shim's `Delete` gives.
+    async fn finish(
+        &self,
+        container: &Container,
+        shim_process: &mut ShimProcess,
+        status: Option<u32>,
+    ) {
         let id = &container.id;
         let deleted = container
             .shim
@@ -584,29 +789,62 @@ impl Daemon {
                 pid: container.init.pid,
             })
             .await;
-        if let Err(status) = deleted {
-            tracing::warn!(container_id = %id, error = %status.message(), "shim Delete of the init failed");
+        let exit_status = match (deleted, status) {
+            (Ok(response), _) => response.into_inner().exit_status,
+            (Err(_), Some(status)) => status,
+            (Err(err), None) => {
+                tracing::error!(container_id = %id, error = %err.message(), "reading a kept exit status");
+                UNKNOWN_EXIT_STATUS
+            }
+        };
+        if !shim_process.wait_exit(SHIM_EXIT_DEADLINE).await {
+            tracing::warn!(container_id = %id, "shim did not exit after its container was deleted; killed it");
         }
-        self.reap_shim(id, spawned).await;
         self.forget(container);
-        tracing::info!(container_id = %id, exit_status = status, "container exited");
-        self.publish(event_type::EXIT, id, container.init.pid, status);
+        tracing::info!(container_id = %id, exit_status, "container exited");
+        match status {
+            Some(_) => self.publish(event_type::EXIT, id, container.init.pid, exit_status),
+            None => self.publish_recovered_exit(id, container.init.pid, exit_status),
+        }
     }
 
-    /// The shim went away without reporting the init's exit (it was killed): kill what is
-    /// left of the container, free the id, report the init as killed (137).
-    async fn shim_lost(&self, container: &Container, spawned: &mut SpawnedShim) {
+    /// The shim is gone without reporting the init's exit (killed, or dead while no daemon
+    /// ran): kill what is left of the container (its whole cgroup, through the runtime),
+    /// free the id and report each process: 137 if it was still running (we killed it),
+    /// 255 if its end cannot be known (it died unreaped by us, or its pid was reused).
+    pub(crate) async fn shim_lost(
+        &self,
+        container: &Container,
+        shim_process: &mut ShimProcess,
+        at_start: bool,
+    ) {
         let id = &container.id;
-        tracing::error!(container_id = %id, "the shim went away; killing what is left of the container");
-        self.reap_shim(id, spawned).await;
+        tracing::error!(container_id = %id, "the shim is gone; killing what is left of the container");
+        shim_process.signal(rustix::process::Signal::KILL);
+        shim_process.wait_exit(SHIM_EXIT_DEADLINE).await;
+        let processes = container.processes();
+        let statuses: Vec<(u32, u32)> = processes
+            .iter()
+            .map(|p| {
+                let status = match p.identity().liveness() {
+                    Liveness::Alive => KILLED_EXIT_STATUS,
+                    Liveness::Zombie | Liveness::Gone => UNKNOWN_EXIT_STATUS,
+                };
+                (p.pid, status)
+            })
+            .collect();
         if let Err(err) = self.janitor.delete(id, DeleteMode::Force).await {
             tracing::error!(container_id = %id, error = %err, "deleting the container of a dead shim");
         }
         self.forget(container);
-        for exec in container.processes().iter().skip(1) {
-            self.publish(event_type::EXIT, id, exec.pid, 137);
+        // Execs first, the init last.
+        for &(pid, status) in statuses.iter().skip(1).chain(statuses.first()) {
+            if at_start {
+                self.publish_recovered_exit(id, pid, status);
+            } else {
+                self.publish(event_type::EXIT, id, pid, status);
+            }
         }
-        self.publish(event_type::EXIT, id, container.init.pid, 137);
     }
 
     fn forget(&self, container: &Container) {
@@ -615,7 +853,12 @@ impl Daemon {
         {
             tracing::warn!(container_id = %container.id, error = %err, "removing the state directory");
         }
-        self.lock().remove(&container.id);
+        let mut containers = self.lock();
+        if let Some(Slot::Live(live)) = containers.get(&container.id)
+            && std::ptr::eq(live.as_ref(), container)
+        {
+            containers.remove(&container.id);
+        }
     }
 
     /// Starts an extra process in a running container; returns its pid.
@@ -669,6 +912,7 @@ impl Daemon {
             .pid;
         container.record_exec(ProcessRecord {
             pid,
+            start_time: ProcessIdentity::of(pid).start_time,
             terminal: process.terminal,
             user: process.user,
             args: process.args,
@@ -702,6 +946,32 @@ impl Daemon {
         container.lock().paused = paused;
         self.publish(kind, &container.id, 0, 0);
         Ok(())
+    }
+
+    /// Stops every container: SIGTERM to each init, SIGKILL to what still runs after
+    /// `timeout`, then waits until every exit is journaled (their pumps have ended).
+    pub(crate) async fn stop_all(&self, timeout: Duration) {
+        let containers = self.containers();
+        tracing::info!(count = containers.len(), "stopping every container");
+        for container in &containers {
+            let _ = container.signal(container.init.pid, Signal::TERM).await;
+        }
+        let mut pumps = self.pumps.subscribe();
+        if tokio::time::timeout(timeout, pumps.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            for container in self.containers() {
+                tracing::warn!(container_id = %container.id, "still running after SIGTERM; SIGKILL");
+                let _ = container.signal(container.init.pid, Signal::KILL).await;
+            }
+            if tokio::time::timeout(SHIM_EXIT_DEADLINE, pumps.wait_for(|n| *n == 0))
+                .await
+                .is_err()
+            {
+                tracing::error!("containers still running after SIGKILL; exiting anyway");
+            }
+        }
     }
 }
 

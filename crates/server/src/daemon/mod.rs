@@ -4,10 +4,14 @@
 pub mod config;
 mod containers;
 pub(crate) mod front;
+mod journal;
 mod listener;
+mod record;
+mod recovery;
 mod service;
+mod shim_process;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,7 +23,8 @@ use wharf_api as api;
 use config::Config;
 use containers::Daemon;
 use front::AuthorityFront;
-use service::ApiHandler;
+use journal::Journal;
+use service::{ApiHandler, EventsHandler};
 
 /// How long, after SIGTERM/SIGINT, clients get to finish before the daemon exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -46,14 +51,30 @@ pub async fn run(config: Config) -> Result<()> {
     let incoming = UnixListenerStream::new(listener).map(|stream| stream.map(AuthorityFront::new));
 
     let machine = machine(&config.id);
-    tracing::info!(
-        socket = %config.listen.display(),
-        state_dir = %config.state_dir.display(),
-        runtime = %config.runtime.display(),
-        "wharfd serving"
-    );
+    let (journal, report) =
+        Journal::open(&config.state_dir, config.event_retention).with_context(|| {
+            format!(
+                "opening the event journal in {}",
+                config.state_dir.display()
+            )
+        })?;
+    if report.torn_tail || report.corrupt_lines > 0 {
+        tracing::warn!(
+            torn_tail = report.torn_tail,
+            corrupt_lines = report.corrupt_lines,
+            "the event journal had damage; skipped it"
+        );
+    }
+    journal.open_replay_window(Duration::from_secs(config.replay_window_secs));
     let listen = config.listen.clone();
-    let daemon = Arc::new(Daemon::new(config, machine));
+    let (stop_containers, stop_timeout) = (
+        config.stop_containers_on_exit,
+        Duration::from_secs(config.stop_timeout_secs),
+    );
+    let daemon = Arc::new(Daemon::new(config, machine, journal));
+    // Every container of an earlier daemon is taken over before a client can ask.
+    recovery::recover(&daemon).await;
+    tracing::info!(socket = %listen.display(), "wharfd serving");
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<api::ApiServer<ApiHandler>>().await;
 
@@ -68,15 +89,21 @@ pub async fn run(config: Config) -> Result<()> {
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
             }
-            tracing::info!("stopping; containers keep running under their shims");
+            if stop_containers {
+                tracing::info!("stopping every container, then wharfd");
+                daemon.stop_all(stop_timeout).await;
+            } else {
+                tracing::info!("stopping; containers keep running under their shims");
+            }
             // Open Events streams would hold graceful shutdown forever: end them.
-            daemon.close_events();
+            daemon.journal.close();
             stopping.cancel();
         }
     });
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(api::ApiServer::new(ApiHandler(daemon)))
+        .add_service(api::ApiServer::new(ApiHandler(daemon.clone())))
+        .add_service(api::v1::EventsServer::new(EventsHandler(daemon)))
         .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
     let grace_over = async {
         stopping.cancelled().await;
@@ -88,6 +115,20 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let _ = std::fs::remove_file(&listen);
     served
+}
+
+/// Aborts the daemon at a named step when the test-only environment variable
+/// `WHARF_TEST_FAULT` names it: how the tests crash a daemon in the middle of a request.
+pub(crate) fn fault_point(step: &str) {
+    static FAULT: OnceLock<Option<String>> = OnceLock::new();
+    if FAULT
+        .get_or_init(|| std::env::var("WHARF_TEST_FAULT").ok())
+        .as_deref()
+        == Some(step)
+    {
+        tracing::error!(step, "WHARF_TEST_FAULT: aborting");
+        std::process::abort();
+    }
 }
 
 /// What `State` says of this machine: its id, CPU count and memory in bytes.

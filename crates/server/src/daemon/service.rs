@@ -10,6 +10,24 @@ use wharf_executor::ContainerId;
 use super::containers::{Daemon, NewContainer, NewProcess, parse_signal};
 use crate::events::EventStream;
 
+/// `wharf.v1.Events`: the journal, replayed after a sequence number, then live.
+#[derive(Debug, Clone)]
+pub(crate) struct EventsHandler(pub(crate) Arc<Daemon>);
+
+#[tonic::async_trait]
+impl api::v1::Events for EventsHandler {
+    type SubscribeStream = EventStream<api::v1::JournaledEvent>;
+
+    async fn subscribe(
+        &self,
+        request: Request<api::v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Ok(Response::new(
+            self.0.subscribe_after(request.get_ref().after_seq),
+        ))
+    }
+}
+
 /// The gRPC face of the [`Daemon`].
 #[derive(Debug, Clone)]
 pub(crate) struct ApiHandler(pub(crate) Arc<Daemon>);

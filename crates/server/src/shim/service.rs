@@ -593,8 +593,8 @@ impl ShimService {
         })
     }
 
-    /// On SIGTERM/SIGINT: nothing may outlive the shim unowned, so kill and delete the
-    /// container if there is one.
+    /// On SIGTERM/SIGINT or `Control.Shutdown`: nothing may outlive the shim unowned, so
+    /// kill and delete the container if there is one, then stop serving.
     pub(crate) async fn terminate(self: &Arc<Self>) {
         if let Ok(container) = self.container() {
             tracing::warn!(container_id = %container.id, "terminating: killing and deleting the container");
@@ -944,5 +944,15 @@ impl control::Control for ShimHandler {
         self.detached(this.kill(request.into_inner()))
             .await
             .map(Response::new)
+    }
+
+    async fn shutdown(&self, _request: Request<()>) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(async move {
+            this.terminate().await;
+            Ok(())
+        })
+        .await
+        .map(Response::new)
     }
 }
