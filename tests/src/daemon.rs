@@ -25,9 +25,10 @@ pub struct DaemonFixture {
     /// `--state-dir`.
     pub state_dir: PathBuf,
     child: Option<Child>,
-    client: ApiClient<Channel>,
+    client: Option<ApiClient<Channel>>,
     /// Container ids the test used, for the leak checks.
     ids: Vec<String>,
+    debug: bool,
 }
 
 impl DaemonFixture {
@@ -38,62 +39,110 @@ impl DaemonFixture {
 
     /// Starts `wharfd` (debug logs on) with extra flags.
     pub async fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(true, extra).await
+        Self::spawn(true, extra, &[]).await
     }
 
     /// Starts `wharfd` without debug logs, as benchmarks want it.
     pub async fn start_quiet() -> Self {
-        Self::spawn(false, &[]).await
+        Self::spawn(false, &[], &[]).await
     }
 
-    async fn spawn(debug: bool, extra: &[&str]) -> Self {
+    async fn spawn(debug: bool, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let root = tempfile::Builder::new()
             .prefix("wharfd-test-")
             .tempdir()
             .expect("creating the daemon's test root");
         let socket = root.path().join("wharf.sock");
         let state_dir = root.path().join("state");
-        let log =
-            std::fs::File::create(root.path().join("wharfd.log")).expect("creating wharfd.log");
+        let mut fixture = Self {
+            root,
+            socket,
+            state_dir,
+            child: None,
+            client: None,
+            ids: Vec::new(),
+            debug,
+        };
+        fixture.launch(extra, env).await;
+        fixture
+    }
+
+    /// Starts `wharfd` with extra flags and environment.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(true, extra, env).await
+    }
+
+    /// Starts a `wharfd` on the fixture's socket and state directory and waits until it
+    /// answers (after it has taken over the containers it found).
+    async fn launch(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("wharfd.log"))
+            .expect("opening wharfd.log");
         let child = Command::new(wharf_binary("wharfd"))
             .arg("--listen")
-            .arg(&socket)
+            .arg(&self.socket)
             .arg("--state-dir")
-            .arg(&state_dir)
+            .arg(&self.state_dir)
             .arg("--shim")
             .arg(wharf_binary("wharf-shim"))
-            .args(debug.then_some("--debug"))
+            .args(self.debug.then_some("--debug"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("starting wharfd");
+        self.child = Some(child);
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let client = loop {
-            if let Ok(client) = wharf_api::connect(&socket).await {
+            if let Ok(client) = wharf_api::connect(&self.socket).await {
                 break client;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "wharfd did not answer on its socket within {DEADLINE:?}"
+                "wharfd did not answer on its socket within {DEADLINE:?}; log:\n{}",
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        Self {
-            root,
-            socket,
-            state_dir,
-            child: Some(child),
-            client,
-            ids: Vec::new(),
-        }
+        self.client = Some(client);
+    }
+
+    /// Starts `wharfd` again on the same socket and state directory (after a SIGKILL, a
+    /// crash or a stop): it takes over the containers it finds.
+    pub async fn restart(&mut self) {
+        self.restart_with(&[], &[]).await;
+    }
+
+    /// [`DaemonFixture::restart`] with extra flags and environment.
+    pub async fn restart_with(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "restart a stopped or killed daemon");
+        self.launch(extra, env).await;
+    }
+
+    /// SIGKILL: the daemon dies without any cleanup.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("a running daemon");
+        child.start_kill().expect("SIGKILL to wharfd");
+        child.wait().await.expect("reaping wharfd");
+    }
+
+    /// Waits for the daemon to die by itself (a test fault point aborted it).
+    pub async fn wait_crash(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running daemon");
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("wharfd to die at its fault point")
+            .expect("reaping wharfd")
     }
 
     /// A client on the fixture's connection.
     pub fn client(&self) -> ApiClient<Channel> {
-        self.client.clone()
+        self.client.clone().expect("a daemon was started")
     }
 
     /// Remembers a container id, to check at the end that nothing of it is left.

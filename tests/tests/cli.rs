@@ -358,3 +358,57 @@ async fn errors_go_to_stderr_with_a_failure_status() {
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn events_since_replays_the_journal_with_sequence_numbers() {
+    require_containers!();
+    let mut daemon = DaemonFixture::start().await;
+    let id = "cli-since";
+    daemon.track(id);
+    let bundle = Bundle::new(id, &["sh", "-c", "exit 6"]);
+    let pid = start(&daemon, id, &bundle).await;
+    let mut events = daemon.events().await;
+    assert_eq!(events.exit_status(id, pid.parse().unwrap()).await, 6);
+
+    let mut replay = tokio::process::Command::new(wharf_binary("wharf"))
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["events", "--since", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running wharf events --since");
+    let mut lines = BufReader::new(replay.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a replayed line")
+            .unwrap()
+            .unwrap();
+        let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        let done = fields.get(2).is_some_and(|t| t == "exit");
+        seen.push(fields);
+        if done {
+            break;
+        }
+    }
+    let _ = replay.start_kill();
+    let header = &seen[0];
+    assert_eq!(header, &["SEQ", "TIME", "TYPE", "ID", "PID", "STATUS"]);
+    let rows: Vec<Vec<&str>> = seen[1..]
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0][0], rows[0][2], rows[0][3]),
+        ("1", "start-container", id)
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][2], rows[1][4], rows[1][5]),
+        ("2", "exit", pid.as_str(), "6")
+    );
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}

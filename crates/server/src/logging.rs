@@ -28,7 +28,7 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, debug: bool) {
     // Our debug lines, not the HTTP/2 frames of every request.
     let default = if debug {
-        "debug,h2=info,hyper=info,tower=info,tonic=info"
+        "debug,h2=info,hyper=info,tower=info,tonic=info,loona_hpack=info"
     } else {
         "info"
     };

@@ -45,7 +45,12 @@ enum Command {
         command: Option<Containers>,
     },
     /// Print events as they happen, until interrupted.
-    Events,
+    Events {
+        /// Replay the journaled events after this sequence number first (0: all kept), and
+        /// show each one's sequence number and time.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+    },
     /// Print the daemon's state: the machine and every container with its processes.
     State,
     /// Print a shell completion script.
@@ -192,7 +197,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State => state(&cli).await,
-        Command::Events => events(&cli).await,
+        Command::Events { since: None } => events(&cli).await,
+        Command::Events { since: Some(seq) } => journaled_events(&cli, *seq).await,
         Command::Containers { command } => match command.as_ref().unwrap_or(&Containers::List) {
             Containers::List => list(&cli).await,
             Containers::Start { id, bundle, attach } => start(&cli, id, bundle, *attach).await,
@@ -338,6 +344,54 @@ async fn events(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `events --since SEQ`: `wharf.v1.Events`, replay then live, with sequence numbers.
+async fn journaled_events(cli: &Cli, after_seq: u64) -> Result<ExitCode> {
+    let channel = wharf_api::channel(&cli.address)
+        .await
+        .with_context(|| format!("cannot connect to wharfd at {}", cli.address.display()))?;
+    let mut stream = wharf_api::v1::EventsClient::new(channel)
+        .subscribe(wharf_api::v1::SubscribeRequest { after_seq })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let columns = ["SEQ", "TIME", "TYPE", "ID", "PID", "STATUS"];
+    if !cli.json {
+        print!("{}", Table::new(columns).header_only());
+    }
+    while let Some(journaled) = stream.message().await.map_err(rpc_error)? {
+        if cli.json {
+            print_json(&journaled)?;
+        } else {
+            let event = journaled.event.unwrap_or_default();
+            let mut row = Table::new(columns);
+            row.row([
+                journaled.seq.to_string(),
+                format_time(journaled.unix_nanos),
+                event.r#type,
+                event.id,
+                event.pid.to_string(),
+                event.status.to_string(),
+            ]);
+            print!("{}", row.rows_only());
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `unix_nanos` as UTC `HH:MM:SS.mmm` (the date is rarely what a person scans for).
+fn format_time(unix_nanos: i64) -> String {
+    let millis = unix_nanos.div_euclid(1_000_000);
+    let day_millis = millis.rem_euclid(86_400_000);
+    let (h, m, s, ms) = (
+        day_millis / 3_600_000,
+        day_millis / 60_000 % 60,
+        day_millis / 1000 % 60,
+        day_millis % 1000,
+    );
+    format!("{h:02}:{m:02}:{s:02}.{ms:03}")
+}
+
 async fn update(cli: &Cli, id: &str, status: &str) -> Result<ExitCode> {
     let request = UpdateContainerRequest {
         id: id.to_owned(),
@@ -468,6 +522,15 @@ mod tests {
         assert_eq!(parse_signal("sigterm"), Ok(15));
         assert_eq!(parse_signal("SIGUSR1"), Ok(10));
         assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn times_print_as_utc_clock_times() {
+        assert_eq!(format_time(0), "00:00:00.000");
+        assert_eq!(
+            format_time((3_600_000 + 61_500) * 1_000_000),
+            "01:01:01.500"
+        );
     }
 
     #[test]
