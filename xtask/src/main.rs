@@ -33,7 +33,7 @@ enum Task {
     Setup,
     /// Run every check and test, as CI does: setup, fmt, clippy, deny, codegen, nextest.
     Ci,
-    /// Run a benchmark with its baseline side by side: `shim`.
+    /// Run a benchmark: `shim`, `start` (each with its baseline side by side), `restart`.
     Bench {
         /// Which benchmark.
         name: String,
