@@ -289,12 +289,12 @@ async fn attach_copies_stdio_and_exits_with_the_status() {
             &tty_bundle.path_string(),
             "--attach",
         ],
-        b"test -t 0 && echo on-a-tty; exit 5\n",
+        b"test -t 0 && echo on-a-$((6*7))-tty; exit 5\n",
     )
     .await;
     assert_eq!(tty.status.code(), Some(5), "stderr: {}", text(&tty.stderr));
     assert!(
-        text(&tty.stdout).contains("on-a-tty"),
+        text(&tty.stdout).contains("on-a-42-tty"),
         "{}",
         text(&tty.stdout)
     );
