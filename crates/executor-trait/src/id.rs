@@ -219,6 +219,21 @@ impl Signal {
     pub fn as_raw(self) -> i32 {
         i32::from(self.0)
     }
+
+    /// Sends the signal to `pid` (`kill(2)`).
+    ///
+    /// # Errors
+    /// The kernel's: `ESRCH` if no process has this pid, `EPERM` if we may not signal it.
+    pub fn send_to(self, pid: Pid) -> std::io::Result<()> {
+        let target = rustix::process::Pid::from_raw(pid.as_raw()).ok_or_else(|| {
+            std::io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error())
+        })?;
+        // SAFETY: `from_raw_unchecked` only asks that the number be a valid signal, which
+        // `Signal` guarantees (1..=64). Signals libc reserves for itself concern this
+        // process, not the target.
+        let signal = unsafe { rustix::process::Signal::from_raw_unchecked(self.as_raw()) };
+        rustix::process::kill_process(target, signal).map_err(std::io::Error::from)
+    }
 }
 
 impl TryFrom<i64> for Signal {

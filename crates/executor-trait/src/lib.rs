@@ -7,15 +7,21 @@
 //! - [`Error`] with one classifier, [`Error::kind`].
 //! - [`ProcessMonitor`]: how executors start helper commands in a process that reaps all
 //!   its children itself.
+//! - [`signals::reset_dispositions`]: a clean signal state for a process about to run a
+//!   container's program.
+//! - [`console::ConsoleSocket`]: receives a pseudo-terminal master the way runc and
+//!   libcontainer send it.
 //!
 //! This crate knows nothing of gRPC and depends on no other wharf crate.
 #![warn(missing_docs)]
 
+pub mod console;
 mod error;
 mod executor;
 mod exit;
 mod id;
 mod monitor;
+pub mod signals;
 
 pub use error::{Error, ErrorKind};
 pub use executor::{

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio as ProcessStdio;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use wharf_executor::{
 };
 
 use crate::command::{self, Subcommand};
-use crate::console::ConsoleSocket;
 use crate::output;
+use wharf_executor::console::ConsoleSocket;
+use wharf_executor::signals;
 
 /// How to run the runtime.
 #[derive(Debug, Clone)]
@@ -130,6 +132,10 @@ impl RuncExecutor {
         command
             .args(command::global_args(&self.config.root, &log))
             .args(&sub.args);
+        // glibc's posix_spawn would leave its signals 32 and 33 ignored in the runtime, and
+        // so in the container's processes.
+        // SAFETY: the hook only makes system calls, which is allowed between fork and exec.
+        unsafe { command.pre_exec(|| signals::reset_dispositions(&[])) };
         match stdio {
             CommandStdio::Captured => {
                 command

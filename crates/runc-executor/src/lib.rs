@@ -17,7 +17,6 @@
 #![warn(missing_docs)]
 
 mod command;
-mod console;
 mod executor;
 mod output;
 

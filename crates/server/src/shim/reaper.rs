@@ -127,12 +127,7 @@ impl Reaper {
         if state.reaped.contains(&pid) {
             return Err(SignalError::Reaped);
         }
-        let target = rustix::process::Pid::from_raw(pid.as_raw()).ok_or(SignalError::Reaped)?;
-        // SAFETY: `from_raw_unchecked` only asks that the number be a valid signal, which
-        // `Signal` guarantees (1..=64). Signals libc reserves for itself concern this
-        // process, not the target.
-        let signal = unsafe { rustix::process::Signal::from_raw_unchecked(signal.as_raw()) };
-        rustix::process::kill_process(target, signal).map_err(|err| SignalError::Kill(err.into()))
+        signal.send_to(pid).map_err(SignalError::Kill)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The console socket: the runtime allocates a pseudo-terminal for a process and sends its
-//! master back over a unix socket (`--console-socket`) as an `SCM_RIGHTS` message.
+//! master back over a unix socket (runc's `--console-socket`, libcontainer's
+//! `with_console_socket`) as an `SCM_RIGHTS` message.
 
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -16,7 +17,7 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// A listening console socket in a scratch directory.
 #[derive(Debug)]
-pub(crate) struct ConsoleSocket {
+pub struct ConsoleSocket {
     listener: UnixListener,
     /// The path the runtime (a child process) connects to.
     path_for_runtime: PathBuf,
@@ -27,7 +28,7 @@ pub(crate) struct ConsoleSocket {
 impl ConsoleSocket {
     /// Listens on `console.sock` in `dir`. A path too long for a socket address is bound
     /// through `/proc/self/fd/<dirfd>`, and the runtime is given `/proc/<our pid>/fd/<dirfd>`.
-    pub(crate) fn bind(dir: &Path) -> io::Result<Self> {
+    pub fn bind(dir: &Path) -> io::Result<Self> {
         let path = dir.join("console.sock");
         let (bind_path, path_for_runtime, dir_fd) = if path.as_os_str().len() <= MAX_SOCKET_PATH {
             (path.clone(), path, None)
@@ -55,7 +56,7 @@ impl ConsoleSocket {
     }
 
     /// The path to pass as `--console-socket`.
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path_for_runtime
     }
 
@@ -63,7 +64,7 @@ impl ConsoleSocket {
     ///
     /// # Cancel safety
     /// Cancel safe until a connection is accepted; a master received after that is lost.
-    pub(crate) async fn receive_master(&self) -> io::Result<OwnedFd> {
+    pub async fn receive_master(&self) -> io::Result<OwnedFd> {
         let (stream, _) = self.listener.accept().await?;
         loop {
             stream.readable().await?;
