@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use wharf_api::{CreateContainerRequest, EventsRequest, SignalRequest, StateRequest};
+use wharf_tests::ExecutorKind;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::system::missing_prerequisite;
@@ -44,7 +45,7 @@ async fn main() {
         eprintln!("bench restart: {reason}");
         std::process::exit(1);
     }
-    let mut daemon = DaemonFixture::start_quiet().await;
+    let mut daemon = DaemonFixture::start_quiet(ExecutorKind::Runc).await;
     eprintln!("bench restart: starting {count} containers");
     let bundles: Vec<Bundle> = (0..count)
         .map(|n| Bundle::new(&format!("rs-{n}"), &["sleep", "1000"]))

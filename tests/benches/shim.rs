@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use wharf_server::spawn::{ShimOptions, spawn_shim};
 use wharf_shim_proto::{CreateRequest, DeleteRequest, StartRequest};
+use wharf_tests::ExecutorKind;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::system::{missing_prerequisite, wharf_binary};
 
@@ -225,7 +226,8 @@ async fn main() {
     ];
     let options = ShimOptions {
         binary: wharf_binary("wharf-shim"),
-        runtime_root: runc_root.clone(),
+        executor: ExecutorKind::Runc,
+        executor_root: runc_root.clone(),
         default_runtime: "runc".into(),
         debug: false,
         json_logs: false,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use wharf_api::{ApiClient, CreateContainerRequest, EventsRequest, SignalRequest};
+use wharf_tests::ExecutorKind;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::system::{missing_prerequisite, target_dir};
@@ -305,7 +306,7 @@ async fn main() {
         .unwrap();
     let runc_root: PathBuf = work.path().join("runc");
     std::fs::create_dir_all(&runc_root).unwrap();
-    let mut daemon = DaemonFixture::start_quiet().await;
+    let mut daemon = DaemonFixture::start_quiet(ExecutorKind::Runc).await;
 
     eprintln!(
         "bench start: latency, {} runs each after 3 warm-up, alternating",

@@ -11,10 +11,13 @@ use tokio_stream::StreamExt;
 use tonic::Streaming;
 use tonic::transport::Channel;
 use wharf_api::{ApiClient, Event, EventsRequest};
+use wharf_server::daemon::config::ExecutorKind;
 
 use crate::bundle::test_cgroup;
 use crate::shim::DEADLINE;
-use crate::system::{cgroup_dirs, mounts_mentioning, process_alive, wait_until, wharf_binary};
+use crate::system::{
+    cgroup_dirs, kill_cgroup, mounts_mentioning, process_alive, wait_until, wharf_binary,
+};
 
 /// A `wharfd` serving a temporary socket, with its own state directory and runtime root.
 #[derive(Debug)]
@@ -29,25 +32,32 @@ pub struct DaemonFixture {
     /// Container ids the test used, for the leak checks.
     ids: Vec<String>,
     debug: bool,
+    /// The executor the daemon runs containers with.
+    pub executor: ExecutorKind,
 }
 
 impl DaemonFixture {
-    /// Starts `wharfd` and waits until it answers.
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
+    /// Starts `wharfd` with `executor` and waits until it answers.
+    pub async fn start(executor: ExecutorKind) -> Self {
+        Self::start_with(executor, &[]).await
     }
 
     /// Starts `wharfd` (debug logs on) with extra flags.
-    pub async fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(true, extra, &[]).await
+    pub async fn start_with(executor: ExecutorKind, extra: &[&str]) -> Self {
+        Self::spawn(executor, true, extra, &[]).await
     }
 
     /// Starts `wharfd` without debug logs, as benchmarks want it.
-    pub async fn start_quiet() -> Self {
-        Self::spawn(false, &[], &[]).await
+    pub async fn start_quiet(executor: ExecutorKind) -> Self {
+        Self::spawn(executor, false, &[], &[]).await
     }
 
-    async fn spawn(debug: bool, extra: &[&str], env: &[(&str, &str)]) -> Self {
+    async fn spawn(
+        executor: ExecutorKind,
+        debug: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let root = tempfile::Builder::new()
             .prefix("wharfd-test-")
             .tempdir()
@@ -62,14 +72,19 @@ impl DaemonFixture {
             client: None,
             ids: Vec::new(),
             debug,
+            executor,
         };
         fixture.launch(extra, env).await;
         fixture
     }
 
     /// Starts `wharfd` with extra flags and environment.
-    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(true, extra, env).await
+    pub async fn start_with_env(
+        executor: ExecutorKind,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(executor, true, extra, env).await
     }
 
     /// Starts a `wharfd` on the fixture's socket and state directory and waits until it
@@ -87,6 +102,7 @@ impl DaemonFixture {
             .arg(&self.state_dir)
             .arg("--shim")
             .arg(wharf_binary("wharf-shim"))
+            .args(["--executor", self.executor.as_str()])
             .args(self.debug.then_some("--debug"))
             .args(extra)
             .envs(env.iter().copied())
@@ -180,8 +196,7 @@ impl DaemonFixture {
 
     /// Pids of every `wharf-shim` this daemon started that still runs.
     pub fn shim_pids(&self) -> Vec<u32> {
-        let runtime_root = self.state_dir.join("runc");
-        let needle = runtime_root.display().to_string();
+        let needle = self.executor_root().display().to_string();
         processes_with_cmdline(|cmdline| {
             cmdline.contains("wharf-shim") && cmdline.contains(&needle)
         })
@@ -199,14 +214,14 @@ impl DaemonFixture {
             self.shim_pids().is_empty()
         })
         .await;
-        let runtime_root = self.state_dir.join("runc");
-        let left: Vec<_> = std::fs::read_dir(&runtime_root)
+        let executor_root = self.executor_root();
+        let left: Vec<_> = std::fs::read_dir(&executor_root)
             .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(
             left.is_empty(),
-            "runtime state left in {}: {left:?}",
-            runtime_root.display()
+            "executor state left in {}: {left:?}",
+            executor_root.display()
         );
         for id in &self.ids {
             let cgroup = test_cgroup(id);
@@ -217,6 +232,11 @@ impl DaemonFixture {
         }
         let mounts = mounts_mentioning(&self.root.path().display().to_string());
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+
+    /// `<state-dir>/<executor>`: the executor's state directory.
+    pub fn executor_root(&self) -> PathBuf {
+        self.state_dir.join(self.executor.as_str())
     }
 
     /// SIGTERM; the daemon must exit 0.
@@ -254,14 +274,7 @@ impl Drop for DaemonFixture {
             }
         }
         for id in &self.ids {
-            let _ = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(self.state_dir.join("runc"))
-                .args(["delete", "--force", id])
-                .output();
-            for dir in cgroup_dirs(&test_cgroup(id)) {
-                let _ = std::fs::remove_dir(dir);
-            }
+            kill_cgroup(&test_cgroup(id));
         }
     }
 }

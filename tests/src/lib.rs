@@ -8,6 +8,20 @@
     clippy::missing_panics_doc
 )]
 
+pub use rstest_reuse;
+use rstest_reuse::template;
+pub use wharf_server::daemon::config::ExecutorKind;
+
+/// Runs a test once per executor: `#[apply(executors)]` on a test taking
+/// `#[case] executor: ExecutorKind`; the cases are named `runc` and `libcontainer`.
+#[template]
+#[export]
+#[hidden]
+#[rstest]
+#[case::runc(ExecutorKind::Runc)]
+#[case::libcontainer(ExecutorKind::Libcontainer)]
+pub fn executors(#[case] executor: ExecutorKind) {}
+
 pub mod bundle;
 pub mod daemon;
 pub mod fifo;

@@ -9,12 +9,14 @@ use tokio::process::Child;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
 use tonic::transport::Channel;
+use wharf_server::daemon::config::ExecutorKind;
 use wharf_server::spawn::{ShimOptions, spawn_shim};
 use wharf_shim_proto::{Event, EventType, EventsRequest, ShimClient};
 
 use crate::bundle::test_cgroup;
 use crate::system::{
-    cgroup_dirs, mounts_mentioning, process_alive, process_exists, wait_until, wharf_binary,
+    cgroup_dirs, kill_cgroup, mounts_mentioning, process_alive, process_exists, wait_until,
+    wharf_binary,
 };
 
 /// Default deadline for anything a test waits on.
@@ -28,8 +30,10 @@ pub struct ShimFixture {
     root: Option<tempfile::TempDir>,
     /// `<root>/state/<id>`: the shim's working directory.
     pub state_dir: PathBuf,
-    /// `<root>/runc`: the runtime's `--root`.
-    pub runtime_root: PathBuf,
+    /// The executor the shim runs the container with.
+    pub executor: ExecutorKind,
+    /// `<root>/<executor>`: the executor's state directory.
+    pub executor_root: PathBuf,
     /// The shim, when it is our child.
     child: Option<Child>,
     /// The shim's pid, when its parent is not this test (started by a helper that died).
@@ -47,12 +51,14 @@ fn signal(pid: u32, signal: rustix::process::Signal) {
 }
 
 impl ShimFixture {
-    /// Starts a shim for container `id` (unique per test: it names the cgroup).
-    pub async fn start(id: &str) -> Self {
-        let (root, state_dir, runtime_root) = Self::dirs(id);
+    /// Starts a shim for container `id` (unique per test: it names the cgroup) that runs it
+    /// with `executor`.
+    pub async fn start(executor: ExecutorKind, id: &str) -> Self {
+        let (root, state_dir, executor_root) = Self::dirs(executor, id);
         let options = ShimOptions {
             binary: wharf_binary("wharf-shim"),
-            runtime_root: runtime_root.clone(),
+            executor,
+            executor_root: executor_root.clone(),
             default_runtime: "runc".into(),
             debug: true,
             json_logs: false,
@@ -65,7 +71,8 @@ impl ShimFixture {
             id: id.to_owned(),
             root: Some(root),
             state_dir,
-            runtime_root,
+            executor,
+            executor_root,
             child: Some(spawned.child),
             adopted_pid: None,
             client,
@@ -75,17 +82,18 @@ impl ShimFixture {
 
     /// Starts a shim through a helper shell that runs it in the background, then SIGKILLs
     /// the helper: the shim must live on without the process that spawned it.
-    pub async fn start_orphaned(id: &str) -> Self {
-        let (root, state_dir, runtime_root) = Self::dirs(id);
+    pub async fn start_orphaned(executor: ExecutorKind, id: &str) -> Self {
+        let (root, state_dir, executor_root) = Self::dirs(executor, id);
         let socket = state_dir.join(wharf_shim_proto::SOCKET_NAME);
         let listener = wharf_shim_proto::bind(&socket).expect("binding the shim socket");
         let log = std::fs::File::create(state_dir.join("shim.log")).expect("creating shim.log");
         // A background job's stdin is /dev/null unless redirected: keep the socket on fd 3.
-        let script = r#"exec 3<&0; "$0" --socket-from-stdin --debug --runtime-root "$1" <&3 3<&- & echo $!; exec sleep 1000"#;
+        let script = r#"exec 3<&0; "$0" --socket-from-stdin --debug --executor "$1" --executor-root "$2" <&3 3<&- & echo $!; exec sleep 1000"#;
         let mut helper = Command::new("sh")
             .args(["-c", script])
             .arg(wharf_binary("wharf-shim"))
-            .arg(&runtime_root)
+            .arg(executor.as_str())
+            .arg(&executor_root)
             .current_dir(&state_dir)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
             .stdout(Stdio::piped())
@@ -106,7 +114,8 @@ impl ShimFixture {
             id: id.to_owned(),
             root: Some(root),
             state_dir,
-            runtime_root,
+            executor,
+            executor_root,
             child: None,
             adopted_pid: Some(shim_pid),
             client,
@@ -114,15 +123,15 @@ impl ShimFixture {
         }
     }
 
-    fn dirs(id: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    fn dirs(executor: ExecutorKind, id: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let root = tempfile::Builder::new()
             .prefix("wharf-shim-test-")
             .tempdir()
             .expect("creating the test state root");
         let state_dir = root.path().join("state").join(id);
-        let runtime_root = root.path().join("runc");
+        let executor_root = root.path().join(executor.as_str());
         std::fs::create_dir_all(&state_dir).expect("creating the state dir");
-        (root, state_dir, runtime_root)
+        (root, state_dir, executor_root)
     }
 
     /// A client of the shim.
@@ -200,11 +209,13 @@ impl ShimFixture {
             cgroup_dirs(&cgroup).is_empty()
         })
         .await;
-        let runtime_state = self.runtime_root.join(&self.id);
+        let executor_state: Vec<_> = std::fs::read_dir(&self.executor_root)
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
         assert!(
-            !runtime_state.exists(),
-            "runtime state {} left behind",
-            runtime_state.display()
+            executor_state.is_empty(),
+            "executor state left in {}: {executor_state:?}",
+            self.executor_root.display()
         );
         let leftovers: Vec<String> = std::fs::read_dir(&self.state_dir)
             .map(|dir| {
@@ -245,14 +256,7 @@ impl Drop for ShimFixture {
         if shim_left {
             eprintln!("--- shim log ---\n{}", self.log());
         }
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(&self.runtime_root)
-            .args(["delete", "--force", &self.id])
-            .output();
-        for dir in cgroup_dirs(&test_cgroup(&self.id)) {
-            let _ = std::fs::remove_dir(dir);
-        }
+        kill_cgroup(&test_cgroup(&self.id));
     }
 }
 

@@ -176,6 +176,37 @@ pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// After a failed test: thaws cgroup `name`, SIGKILLs every process in it and removes its
+/// directories, whatever executor made it.
+pub fn kill_cgroup(name: &str) {
+    let _ = std::fs::write(
+        format!("/sys/fs/cgroup/freezer/{name}/freezer.state"),
+        "THAWED",
+    );
+    for dir in cgroup_dirs(name) {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+        {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let dirs = cgroup_dirs(name);
+        if dirs.is_empty() {
+            break;
+        }
+        for dir in dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Lines of this process's mount table that mention `needle`.
 pub fn mounts_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -9,6 +9,7 @@ use std::time::Duration;
 use prost::Message;
 use rstest::rstest;
 use wharf_api::{CreateContainerRequest, CreateContainerResponse, Event, StateResponse};
+use wharf_tests::ExecutorKind;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::require_containers;
@@ -77,7 +78,8 @@ async fn grpc_python_reaches_state_create_and_events(#[case] authority: &str) {
         Ok(python) => python,
         Err(reason) => return skip_or_fail(module_path!(), &reason),
     };
-    let mut daemon = DaemonFixture::start_with(&["--id", "authority-test"]).await;
+    let mut daemon =
+        DaemonFixture::start_with(ExecutorKind::Runc, &["--id", "authority-test"]).await;
     let socket = daemon.socket.display().to_string();
 
     let state = grpc_call(

@@ -3,12 +3,15 @@
 
 use std::process::Output;
 
+use rstest::rstest;
+use rstest_reuse::apply;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::require_containers;
 use wharf_tests::shim::DEADLINE;
 use wharf_tests::system::wharf_binary;
+use wharf_tests::{ExecutorKind, executors};
 
 /// Runs `wharf --address <socket> args...` with `stdin` as its input.
 async fn wharf(daemon: &DaemonFixture, args: &[&str], stdin: &[u8]) -> Output {
@@ -72,10 +75,11 @@ async fn start(daemon: &DaemonFixture, id: &str, bundle: &Bundle) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn tables_and_json_for_list_state_exec_and_events() {
+async fn tables_and_json_for_list_state_exec_and_events(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start_with(&["--id", "cli-machine"]).await;
+    let mut daemon = DaemonFixture::start_with(executor, &["--id", "cli-machine"]).await;
     let (a, b) = ("cli-a", "cli-b");
     daemon.track(a);
     daemon.track(b);
@@ -215,10 +219,11 @@ fn events_child(daemon: &DaemonFixture, json: bool) -> tokio::process::Child {
         .expect("running wharf events")
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn attach_copies_stdio_and_exits_with_the_status() {
+async fn attach_copies_stdio_and_exits_with_the_status(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "cli-attach";
     daemon.track(id);
     let bundle = Bundle::new(
@@ -318,10 +323,11 @@ async fn attach_copies_stdio_and_exits_with_the_status() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn errors_go_to_stderr_with_a_failure_status() {
+async fn errors_go_to_stderr_with_a_failure_status(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let unknown = wharf(&daemon, &["containers", "kill", "nope"], b"").await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stdout.is_empty());
@@ -359,10 +365,11 @@ async fn errors_go_to_stderr_with_a_failure_status() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn events_since_replays_the_journal_with_sequence_numbers() {
+async fn events_since_replays_the_journal_with_sequence_numbers(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "cli-since";
     daemon.track(id);
     let bundle = Bundle::new(id, &["sh", "-c", "exit 6"]);

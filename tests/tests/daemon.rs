@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use rstest::rstest;
+use rstest_reuse::apply;
 use tonic::Code;
 use tonic::transport::Channel;
 use wharf_api::{
@@ -19,6 +21,7 @@ use wharf_tests::fifo::OutputFifo;
 use wharf_tests::require_containers;
 use wharf_tests::shim::DEADLINE;
 use wharf_tests::system::{process_alive, wait_until};
+use wharf_tests::{ExecutorKind, executors};
 
 fn create(id: &str, bundle: &Bundle) -> CreateContainerRequest {
     CreateContainerRequest {
@@ -74,10 +77,11 @@ async fn container_state(
     state.containers.into_iter().find(|c| c.id == id)
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn create_runs_the_container_and_its_exit_frees_the_id() {
+async fn create_runs_the_container_and_its_exit_frees_the_id(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-smoke";
     daemon.track(id);
     let bundle = Bundle::new(id, &["sh", "-c", "echo hello; exit 3"]);
@@ -106,10 +110,81 @@ async fn create_runs_the_container_and_its_exit_frees_the_id() {
     daemon.stop().await;
 }
 
+/// A seccomp profile in the bundle that forbids `mkdir` is enforced on the init and on an
+/// exec; everything else still works.
+#[apply(executors)]
 #[tokio::test]
-async fn outputs_of_ls_and_a_mebibyte_are_complete_at_exit() {
+async fn a_seccomp_profile_forbidding_mkdir_is_enforced(#[case] executor: ExecutorKind) {
+    use wharf_executor::oci_spec::runtime::{
+        Arch, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
+    };
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
+    let mut client = daemon.client();
+    let mut events = daemon.events().await;
+    let id = "d-seccomp";
+    daemon.track(id);
+    let script = "mkdir /tmp/denied; echo mkdir=$?; touch /tmp/allowed; echo touch=$?; \
+                  exec sleep 1000";
+    let bundle = Bundle::with(id, &["sh", "-c", script], |spec| {
+        let forbid_mkdir = LinuxSyscallBuilder::default()
+            .names(vec!["mkdir".to_owned(), "mkdirat".to_owned()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(1u32)
+            .build()
+            .unwrap();
+        let seccomp = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .architectures(vec![Arch::ScmpArchX86_64])
+            .syscalls(vec![forbid_mkdir])
+            .build()
+            .unwrap();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_seccomp(Some(seccomp));
+        spec.set_linux(Some(linux));
+    });
+    let init_out = OutputFifo::create(&daemon.scratch(), "init");
+    let init = start(
+        &mut client,
+        CreateContainerRequest {
+            stdout: init_out.path_string(),
+            ..create(id, &bundle)
+        },
+    )
+    .await;
+    wait_until("the init to try mkdir and touch", DEADLINE, || {
+        init_out.text_now().lines().count() == 2
+    })
+    .await;
+    assert_eq!(
+        init_out.text_now(),
+        "mkdir=1\ntouch=0\n",
+        "EPERM for mkdir only"
+    );
+    let exec_out = OutputFifo::create(&daemon.scratch(), "exec");
+    let exec_pid = exec(
+        &mut client,
+        id,
+        &["sh", "-c", "mkdir /tmp/denied-too 2>&1; echo mkdir=$?"],
+        &exec_out.path_string(),
+    )
+    .await;
+    assert_eq!(events.exit_status(id, exec_pid).await, 0);
+    assert_eq!(
+        exec_out.text_now(),
+        "mkdir: can't create directory '/tmp/denied-too': Operation not permitted\nmkdir=1\n"
+    );
+    signal(&mut client, id, init, 9).await;
+    assert_eq!(events.exit_status(id, init).await, 137);
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}
+
+#[apply(executors)]
+#[tokio::test]
+async fn outputs_of_ls_and_a_mebibyte_are_complete_at_exit(#[case] executor: ExecutorKind) {
+    require_containers!();
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let mut events = daemon.events().await;
     let (ls, big) = ("d-ls", "d-mib");
@@ -151,10 +226,11 @@ async fn outputs_of_ls_and_a_mebibyte_are_complete_at_exit() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn exit_codes_sigkill_and_sigterm() {
+async fn exit_codes_sigkill_and_sigterm(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let mut events = daemon.events().await;
     for id in ["d-exit-42", "d-kill", "d-term"] {
@@ -199,10 +275,11 @@ async fn exit_codes_sigkill_and_sigterm() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_trap_on_sigusr1_in_pid_1_runs() {
+async fn a_trap_on_sigusr1_in_pid_1_runs(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-trap";
     daemon.track(id);
     let mut client = daemon.client();
@@ -237,10 +314,11 @@ async fn a_trap_on_sigusr1_in_pid_1_runs() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn killing_an_exec_leaves_its_container_running() {
+async fn killing_an_exec_leaves_its_container_running(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-exec-kill";
     daemon.track(id);
     let mut client = daemon.client();
@@ -274,10 +352,11 @@ async fn killing_an_exec_leaves_its_container_running() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn killing_the_init_kills_its_execs_whose_exits_come_first() {
+async fn killing_the_init_kills_its_execs_whose_exits_come_first(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-init-kill";
     daemon.track(id);
     let mut client = daemon.client();
@@ -307,10 +386,11 @@ async fn killing_the_init_kills_its_execs_whose_exits_come_first() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_detached_grandchild_of_an_exec_outlives_the_exec() {
+async fn a_detached_grandchild_of_an_exec_outlives_the_exec(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-grandchild";
     daemon.track(id);
     let mut client = daemon.client();
@@ -356,10 +436,11 @@ async fn a_detached_grandchild_of_an_exec_outlives_the_exec() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn state_reports_processes_and_the_machine_in_bytes() {
+async fn state_reports_processes_and_the_machine_in_bytes(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start_with(&["--id", "test-machine"]).await;
+    let mut daemon = DaemonFixture::start_with(executor, &["--id", "test-machine"]).await;
     let id = "d-state";
     daemon.track(id);
     let mut client = daemon.client();
@@ -455,10 +536,11 @@ async fn state_reports_processes_and_the_machine_in_bytes() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn pause_stops_the_counter_and_resume_restarts_it() {
+async fn pause_stops_the_counter_and_resume_restarts_it(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-pause";
     daemon.track(id);
     let mut client = daemon.client();
@@ -552,10 +634,11 @@ async fn pause_stops_the_counter_and_resume_restarts_it() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn events_have_every_type_in_order() {
+async fn events_have_every_type_in_order(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-events";
     daemon.track(id);
     let mut client = daemon.client();
@@ -610,10 +693,13 @@ async fn events_have_every_type_in_order() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn two_subscribers_see_everything_and_one_leaving_hurts_nothing() {
+async fn two_subscribers_see_everything_and_one_leaving_hurts_nothing(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let mut staying = daemon.events().await;
     let mut leaving = daemon.events().await;
@@ -645,10 +731,13 @@ async fn two_subscribers_see_everything_and_one_leaving_hurts_nothing() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn fifty_containers_started_in_parallel_all_report_their_exits() {
+async fn fifty_containers_started_in_parallel_all_report_their_exits(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut events = daemon.events().await;
     let ids: Vec<String> = (0..50).map(|n| format!("d-par-{n}")).collect();
     for id in &ids {
@@ -687,10 +776,11 @@ async fn fifty_containers_started_in_parallel_all_report_their_exits() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn bad_requests_get_clear_codes_and_leave_nothing() {
+async fn bad_requests_get_clear_codes_and_leave_nothing(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let mut events = daemon.events().await;
     let id = "d-errors";
@@ -778,7 +868,8 @@ async fn bad_requests_get_clear_codes_and_leave_nothing() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
     assert!(
-        missing.message().contains("executable file not found"),
+        missing.message().contains("NoSuchFile")
+            && missing.message().contains("not found in $PATH"),
         "{missing:?}"
     );
     assert!(
@@ -978,10 +1069,11 @@ async fn bad_requests_get_clear_codes_and_leave_nothing() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_console_carries_a_terminal_container_and_exec_both_ways() {
+async fn a_console_carries_a_terminal_container_and_exec_both_ways(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-console";
     daemon.track(id);
     let mut client = daemon.client();
@@ -1048,10 +1140,11 @@ async fn a_console_carries_a_terminal_container_and_exec_both_ways() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn sigterm_stops_wharfd_and_leaves_containers_running() {
+async fn sigterm_stops_wharfd_and_leaves_containers_running(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "d-survivor";
     daemon.track(id);
     let mut client = daemon.client();
@@ -1086,10 +1179,13 @@ async fn sigterm_stops_wharfd_and_leaves_containers_running() {
     daemon.assert_nothing_left().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn health_print_config_and_a_second_daemon_on_the_same_socket() {
+async fn health_print_config_and_a_second_daemon_on_the_same_socket(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start_with(&["--id", "healthy"]).await;
+    let mut daemon = DaemonFixture::start_with(executor, &["--id", "healthy"]).await;
     let channel = wharf_api::channel(&daemon.socket)
         .await
         .expect("a channel to wharfd");

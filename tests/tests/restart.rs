@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use rstest::rstest;
+use rstest_reuse::apply;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use wharf_api::v1::{EventsClient, JournaledEvent, SubscribeRequest};
@@ -15,6 +17,7 @@ use wharf_tests::fifo::OutputFifo;
 use wharf_tests::require_containers;
 use wharf_tests::shim::DEADLINE;
 use wharf_tests::system::{process_alive, wait_until};
+use wharf_tests::{ExecutorKind, executors};
 
 fn create(id: &str, bundle: &Bundle) -> CreateContainerRequest {
     CreateContainerRequest {
@@ -90,10 +93,13 @@ fn exits(events: &[JournaledEvent]) -> Vec<(String, u32, u32)> {
         .collect()
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn sigkill_and_restart_reattach_ten_containers_with_their_pids_exec_and_stdout() {
+async fn sigkill_and_restart_reattach_ten_containers_with_their_pids_exec_and_stdout(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let counter = OutputFifo::create(&daemon.scratch(), "counter");
     let mut expected = Vec::new();
@@ -174,10 +180,13 @@ async fn sigkill_and_restart_reattach_ten_containers_with_their_pids_exec_and_st
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn exits_while_the_daemon_is_down_are_published_after_the_restart() {
+async fn exits_while_the_daemon_is_down_are_published_after_the_restart(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut client = daemon.client();
     let (a, b) = ("r-down-a", "r-down-b");
     daemon.track(a);
@@ -288,10 +297,13 @@ async fn exits_while_the_daemon_is_down_are_published_after_the_restart() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_graceful_stop_leaves_containers_and_a_restart_reattaches_them() {
+async fn a_graceful_stop_leaves_containers_and_a_restart_reattaches_them(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "r-graceful";
     daemon.track(id);
     let mut client = daemon.client();
@@ -319,10 +331,11 @@ async fn a_graceful_stop_leaves_containers_and_a_restart_reattaches_them() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_killed_shim_gives_137_at_once_and_frees_the_id() {
+async fn a_killed_shim_gives_137_at_once_and_frees_the_id(#[case] executor: ExecutorKind) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "r-shim-kill";
     daemon.track(id);
     let bundle = Bundle::new(id, &["sleep", "1000"]);
@@ -345,10 +358,12 @@ async fn a_killed_shim_gives_137_at_once_and_frees_the_id() {
     // Noticed at once: no request needed.
     assert_eq!(events.exit_status(id, exec).await, 137);
     assert_eq!(events.exit_status(id, pid).await, 137);
-    assert!(
-        !process_alive(pid) && !process_alive(exec),
-        "the orphans were killed"
-    );
+    // Killed; an init of a pid namespace finishes exiting once the other processes of its
+    // namespace, orphans now, are reaped by the host.
+    wait_until("the orphans to die", DEADLINE, || {
+        !process_alive(pid) && !process_alive(exec)
+    })
+    .await;
     assert!(listed(&mut client).await.is_empty());
     let again = start(&mut client, create(id, &bundle)).await;
     client
@@ -364,10 +379,13 @@ async fn a_killed_shim_gives_137_at_once_and_frees_the_id() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_shim_that_died_while_the_daemon_was_down_is_reported_at_restart() {
+async fn a_shim_that_died_while_the_daemon_was_down_is_reported_at_restart(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "r-shim-down";
     daemon.track(id);
     let mut client = daemon.client();
@@ -394,10 +412,13 @@ async fn a_shim_that_died_while_the_daemon_was_down_is_reported_at_restart() {
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_journal_with_a_torn_last_line_still_starts_and_events_survive_three_restarts() {
+async fn a_journal_with_a_torn_last_line_still_starts_and_events_survive_three_restarts(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start().await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let mut expected_exits = Vec::new();
     for round in 0..3 {
         let id = format!("r-journal-{round}");
@@ -453,8 +474,11 @@ async fn a_journal_with_a_torn_last_line_still_starts_and_events_survive_three_r
     daemon.stop().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_daemon_killed_during_create_leaves_a_listed_container_or_nothing() {
+async fn a_daemon_killed_during_create_leaves_a_listed_container_or_nothing(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
     for (step, survives) in [
         ("create:state-dir", false),
@@ -464,7 +488,8 @@ async fn a_daemon_killed_during_create_leaves_a_listed_container_or_nothing() {
         ("create:recorded", true),
     ] {
         let id = format!("r-fault-{}", step.trim_start_matches("create:"));
-        let mut daemon = DaemonFixture::start_with_env(&[], &[("WHARF_TEST_FAULT", step)]).await;
+        let mut daemon =
+            DaemonFixture::start_with_env(executor, &[], &[("WHARF_TEST_FAULT", step)]).await;
         daemon.track(&id);
         let bundle = Bundle::new(&id, &["sleep", "1000"]);
         let mut client = daemon.client();
@@ -508,11 +533,17 @@ async fn a_daemon_killed_during_create_leaves_a_listed_container_or_nothing() {
     }
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn stop_containers_on_exit_stops_them_and_journals_their_exits() {
+async fn stop_containers_on_exit_stops_them_and_journals_their_exits(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon =
-        DaemonFixture::start_with(&["--stop-containers-on-exit", "--stop-timeout", "1"]).await;
+    let mut daemon = DaemonFixture::start_with(
+        executor,
+        &["--stop-containers-on-exit", "--stop-timeout", "1"],
+    )
+    .await;
     let (polite, stubborn) = ("r-stop-polite", "r-stop-stubborn");
     daemon.track(polite);
     daemon.track(stubborn);

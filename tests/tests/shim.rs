@@ -3,6 +3,8 @@
 //! Every test needs root and runc (skipped with a reason elsewhere, failed under CI) and
 //! ends by checking the shim left nothing behind.
 
+use rstest::rstest;
+use rstest_reuse::apply;
 use tonic::Code;
 use tonic::transport::Channel;
 use wharf_shim_proto::{
@@ -14,6 +16,7 @@ use wharf_tests::fifo::{InputFifo, OutputFifo};
 use wharf_tests::require_containers;
 use wharf_tests::shim::{DEADLINE, ShimFixture};
 use wharf_tests::system::{freezer_state, process_alive, wait_until, wait_until_async};
+use wharf_tests::{ExecutorKind, executors};
 
 fn create_request(id: &str, bundle: &Bundle) -> CreateRequest {
     CreateRequest {
@@ -60,12 +63,13 @@ async fn delete(client: &mut ShimClient<Channel>, pid: u32) -> u32 {
         .exit_status
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn create_shows_created_then_start_shows_running() {
+async fn create_shows_created_then_start_shows_running(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "lifecycle";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut events = shim.events().await;
 
@@ -102,14 +106,58 @@ async fn create_shows_created_then_start_shows_running() {
     shim.assert_clean_exit().await;
 }
 
+/// The init and an exec run with every signal at its default and none blocked, whatever
+/// the shim's own handlers and ignored signals (an in-process executor clones them).
+#[apply(executors)]
 #[tokio::test]
-async fn stdout_of_ls_arrives_complete_before_exit() {
+async fn container_processes_start_with_default_signal_dispositions(
+    #[case] executor: ExecutorKind,
+) {
+    require_containers!();
+    let id = "signals-clean";
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let mut shim = ShimFixture::start(executor, id).await;
+    let mut client = shim.client();
+    let mut events = shim.events().await;
+    let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
+    let io = tempfile::tempdir().unwrap();
+    // The init is pid 1 of its namespace; `grep` reads its own status as `self`.
+    for (whose, status) in [("init", "/proc/1/status"), ("exec", "/proc/self/status")] {
+        let out = OutputFifo::create(io.path(), whose);
+        let exec = client
+            .exec(ExecRequest {
+                stdout: out.path_string(),
+                args: ["grep", "-E", "^Sig(Blk|Ign|Cgt)", status]
+                    .map(String::from)
+                    .to_vec(),
+                env: vec!["PATH=/bin:/sbin:/usr/bin".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .pid;
+        shim.track(exec);
+        assert_eq!(events.exit_status(exec).await, 0);
+        assert_eq!(
+            out.text_now(),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n",
+            "{whose}"
+        );
+    }
+    assert_eq!(delete(&mut client, init).await, 137);
+    shim.assert_clean_exit().await;
+}
+
+#[apply(executors)]
+#[tokio::test]
+async fn stdout_of_ls_arrives_complete_before_exit(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "ls-slash";
     let bundle = Bundle::new(id, &["ls", "/"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdout: stdout.path_string(),
@@ -129,15 +177,16 @@ async fn stdout_of_ls_arrives_complete_before_exit() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_mebibyte_of_output_arrives_complete_before_exit() {
+async fn a_mebibyte_of_output_arrives_complete_before_exit(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "mebibyte";
     let bundle = Bundle::new(id, &["sh", "-c", "yes 0123456789abcde | head -c 1048576"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "stdout");
     let stderr = OutputFifo::create(io.path(), "stderr");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdout: stdout.path_string(),
@@ -154,12 +203,13 @@ async fn a_mebibyte_of_output_arrives_complete_before_exit() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn exit_code_reaches_the_event_and_delete() {
+async fn exit_code_reaches_the_event_and_delete(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "exit-3";
     let bundle = Bundle::new(id, &["sh", "-c", "exit 3"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let pid = create_and_start(&mut shim, create_request(id, &bundle)).await;
     assert_eq!(events.exit_status(pid).await, 3);
@@ -169,12 +219,13 @@ async fn exit_code_reaches_the_event_and_delete() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn sigkill_gives_137() {
+async fn sigkill_gives_137(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "sigkill";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let pid = create_and_start(&mut shim, create_request(id, &bundle)).await;
     kill(pid, rustix::process::Signal::KILL);
@@ -183,14 +234,15 @@ async fn sigkill_gives_137() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn sigterm_to_top_gives_143() {
+async fn sigterm_to_top_gives_143(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "top-sigterm";
     let bundle = Bundle::new(id, &["top", "-b"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdout: stdout.path_string(),
@@ -213,14 +265,15 @@ fn kill(pid: u32, signal: rustix::process::Signal) {
     rustix::process::kill_process(pid, signal).expect("signalling a container process");
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn exec_runs_with_env_cwd_uid_gid_and_has_its_own_exit() {
+async fn exec_runs_with_env_cwd_uid_gid_and_has_its_own_exit(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "exec";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "exec-stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut events = shim.events().await;
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
@@ -269,14 +322,15 @@ async fn exec_runs_with_env_cwd_uid_gid_and_has_its_own_exit() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn exec_without_user_runs_as_root() {
+async fn exec_without_user_runs_as_root(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "exec-root";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut events = shim.events().await;
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
@@ -301,12 +355,13 @@ async fn exec_without_user_runs_as_root() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn pause_freezes_and_resume_thaws() {
+async fn pause_freezes_and_resume_thaws(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "pause";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
     let cgroup = test_cgroup(id);
@@ -329,12 +384,13 @@ async fn pause_freezes_and_resume_thaws() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn two_event_streams_both_see_every_event() {
+async fn two_event_streams_both_see_every_event(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "two-streams";
     let bundle = Bundle::new(id, &["sh", "-c", "exit 7"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let first = shim.events().await;
     let second = shim.events().await;
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
@@ -356,12 +412,13 @@ async fn two_event_streams_both_see_every_event() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn events_without_a_stream_reach_the_next_stream() {
+async fn events_without_a_stream_reach_the_next_stream(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "backlog";
     let bundle = Bundle::new(id, &["sh", "-c", "exit 4"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
     wait_until_async("the shim to see the init stop", DEADLINE, || {
@@ -382,12 +439,13 @@ async fn events_without_a_stream_reach_the_next_stream() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn shim_keeps_serving_after_its_spawner_is_killed() {
+async fn shim_keeps_serving_after_its_spawner_is_killed(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "orphaned";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start_orphaned(id).await;
+    let mut shim = ShimFixture::start_orphaned(executor, id).await;
     assert!(
         process_alive(shim.shim_pid()),
         "the shim outlives its spawner"
@@ -402,25 +460,27 @@ async fn shim_keeps_serving_after_its_spawner_is_killed() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn missing_binary_fails_create_with_the_runtime_message() {
+async fn missing_binary_fails_create_with_the_runtime_message(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "no-such-file";
     let bundle = Bundle::new(id, &["NoSuchFile"]);
-    let shim = ShimFixture::start(id).await;
+    let shim = ShimFixture::start(executor, id).await;
     let err = shim
         .client()
         .create(create_request(id, &bundle))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let said = match executor {
+        ExecutorKind::Runc => r#"exec: "NoSuchFile": executable file not found in $PATH"#,
+        ExecutorKind::Libcontainer => "executable 'NoSuchFile' not found in $PATH",
+    };
+    assert!(err.message().contains(said), "{err:?}");
     assert!(
         err.message()
-            .contains(r#"exec: "NoSuchFile": executable file not found in $PATH"#),
-        "{err:?}"
-    );
-    assert!(
-        err.message().contains("runc create"),
+            .contains(&format!("{} create", executor.as_str())),
         "names the command: {err:?}"
     );
     // The shim is still empty and serving, and a terminated shim leaves nothing.
@@ -429,12 +489,13 @@ async fn missing_binary_fails_create_with_the_runtime_message() {
     shim.terminate().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn requests_out_of_order_fail_with_clear_codes() {
+async fn requests_out_of_order_fail_with_clear_codes(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "order";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     for (rpc, err) in [
         ("State", client.state(StateRequest {}).await.unwrap_err()),
@@ -551,15 +612,16 @@ async fn requests_out_of_order_fail_with_clear_codes() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn stdin_reaches_eof_when_the_writer_closes() {
+async fn stdin_reaches_eof_when_the_writer_closes(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "stdin";
     let bundle = Bundle::new(id, &["cat"]);
     let io = tempfile::tempdir().unwrap();
     let mut stdin = InputFifo::create(io.path(), "stdin");
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdin: stdin.path_string(),
@@ -575,8 +637,9 @@ async fn stdin_reaches_eof_when_the_writer_closes() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn output_without_a_path_never_blocks_the_container() {
+async fn output_without_a_path_never_blocks_the_container(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "no-stdio";
     let bundle = Bundle::new(
@@ -587,7 +650,7 @@ async fn output_without_a_path_never_blocks_the_container() {
             "yes | head -c 4000000; yes | head -c 4000000 >&2",
         ],
     );
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
     assert_eq!(events.exit_status(init).await, 0);
@@ -595,8 +658,11 @@ async fn output_without_a_path_never_blocks_the_container() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_reader_that_goes_away_neither_blocks_nor_kills_the_container() {
+async fn a_reader_that_goes_away_neither_blocks_nor_kills_the_container(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
     let id = "reader-gone";
     let bundle = Bundle::new(
@@ -609,7 +675,7 @@ async fn a_reader_that_goes_away_neither_blocks_nor_kills_the_container() {
     );
     let io = tempfile::tempdir().unwrap();
     let first = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdout: first.path_string(),
@@ -647,15 +713,16 @@ fn last_line_number(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn regular_file_stdout_is_appended() {
+async fn regular_file_stdout_is_appended(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "file-stdout";
     let bundle = Bundle::new(id, &["echo", "to a file"]);
     let io = tempfile::tempdir().unwrap();
     let file = io.path().join("out.log");
     std::fs::write(&file, "before\n").unwrap();
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut events = shim.events().await;
     let request = CreateRequest {
         stdout: file.display().to_string(),
@@ -671,8 +738,9 @@ async fn regular_file_stdout_is_appended() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn terminal_output_and_resize_reach_the_process() {
+async fn terminal_output_and_resize_reach_the_process(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "tty";
     let bundle = Bundle::with(
@@ -687,7 +755,7 @@ async fn terminal_output_and_resize_reach_the_process() {
     let io = tempfile::tempdir().unwrap();
     let mut stdin = InputFifo::create(io.path(), "stdin");
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut events = shim.events().await;
     let request = CreateRequest {
@@ -714,12 +782,13 @@ async fn terminal_output_and_resize_reach_the_process() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn terminal_mismatch_with_the_bundle_is_rejected() {
+async fn terminal_mismatch_with_the_bundle_is_rejected(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "tty-mismatch";
     let bundle = Bundle::new(id, &["true"]);
-    let shim = ShimFixture::start(id).await;
+    let shim = ShimFixture::start(executor, id).await;
     let err = shim
         .client()
         .create(CreateRequest {
@@ -733,22 +802,24 @@ async fn terminal_mismatch_with_the_bundle_is_rejected() {
     shim.terminate().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn sigterm_to_the_shim_kills_and_deletes_its_container() {
+async fn sigterm_to_the_shim_kills_and_deletes_its_container(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "shim-sigterm";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     create_and_start(&mut shim, create_request(id, &bundle)).await;
     shim.terminate().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_128_byte_id_works_despite_the_socket_path_limit() {
+async fn a_128_byte_id_works_despite_the_socket_path_limit(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "i".repeat(128);
     let bundle = Bundle::new(&id, &["sh", "-c", "exit 9"]);
-    let mut shim = ShimFixture::start(&id).await;
+    let mut shim = ShimFixture::start(executor, &id).await;
     let mut events = shim.events().await;
     let init = create_and_start(&mut shim, create_request(&id, &bundle)).await;
     assert_eq!(events.exit_status(init).await, 9);
@@ -756,14 +827,15 @@ async fn a_128_byte_id_works_despite_the_socket_path_limit() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn delete_of_a_created_never_started_init_kills_it() {
+async fn delete_of_a_created_never_started_init_kills_it(#[case] executor: ExecutorKind) {
     require_containers!();
     let id = "never-started";
     let bundle = Bundle::new(id, &["sh", "-c", "echo must not run"]);
     let io = tempfile::tempdir().unwrap();
     let stdout = OutputFifo::create(io.path(), "stdout");
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut events = shim.events().await;
     let init = client
@@ -783,13 +855,16 @@ async fn delete_of_a_created_never_started_init_kills_it() {
     shim.assert_clean_exit().await;
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn control_kill_signals_one_process_or_all_and_checks_the_pid() {
+async fn control_kill_signals_one_process_or_all_and_checks_the_pid(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
     use wharf_shim_proto::control::{ControlClient, KillRequest};
     let id = "control-kill";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    let mut shim = ShimFixture::start(id).await;
+    let mut shim = ShimFixture::start(executor, id).await;
     let mut client = shim.client();
     let mut control = ControlClient::new(
         wharf_shim_proto::channel(shim.state_dir.join("shim.sock"))

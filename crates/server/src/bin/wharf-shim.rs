@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use wharf_libcontainer_executor::LibcontainerExecutor;
+use wharf_runc_executor::RuncExecutor;
+use wharf_server::daemon::config::ExecutorKind;
 use wharf_server::logging::{self, LogFormat};
 use wharf_server::shim::{self, ShimConfig};
 
@@ -17,10 +20,14 @@ use wharf_server::shim::{self, ShimConfig};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The runtime's state directory (`--root`), shared by every shim of a daemon.
-    #[arg(long, default_value = "/run/wharf/runc")]
-    runtime_root: PathBuf,
-    /// The runtime binary for a Create that names none.
+    /// Which executor runs the container.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Runc)]
+    executor: ExecutorKind,
+    /// The executor's state directory (runc's `--root`, libcontainer's root), shared by
+    /// every shim of a daemon [default: /run/wharf/<executor>].
+    #[arg(long, alias = "runtime-root")]
+    executor_root: Option<PathBuf>,
+    /// The runtime binary for a Create that names none (runc executor).
     #[arg(long, default_value = "runc")]
     runtime: PathBuf,
     /// Serve on the listening socket passed as stdin (as `wharfd` does) instead of binding
@@ -39,8 +46,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Ignored signals inherited from whoever started the daemon (and glibc's spawn) would be
+    // inherited by every container; start clean, keeping Rust's ignored SIGPIPE.
+    let _ = wharf_executor::signals::reset_dispositions(&[libc::SIGPIPE]);
     let args = Args::parse();
-    logging::init(args.log_format, args.debug);
+    // Container processes are cloned from the shim (libcontainer) and log until they exec.
+    logging::init_on_private_stderr(args.log_format, args.debug);
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -61,8 +72,11 @@ fn serve(args: Args) -> anyhow::Result<()> {
     } else {
         bind_here().context("binding ./shim.sock")?
     };
+    let executor_root = args
+        .executor_root
+        .unwrap_or_else(|| PathBuf::from("/run/wharf").join(args.executor.as_str()));
     let config = ShimConfig {
-        runtime_root: args.runtime_root,
+        executor_root,
         default_runtime: args.runtime,
         state_dir,
         command_timeout: Duration::from_secs(args.command_timeout),
@@ -74,7 +88,12 @@ fn serve(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(shim::run(config, listener))
+    match args.executor {
+        ExecutorKind::Runc => runtime.block_on(shim::run::<RuncExecutor>(config, listener)),
+        ExecutorKind::Libcontainer => {
+            runtime.block_on(shim::run::<LibcontainerExecutor>(config, listener))
+        }
+    }
 }
 
 /// Binds `shim.sock` in the working directory (a relative path: any directory length works),

@@ -14,9 +14,21 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharfd.toml";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
-    /// A runc-compatible CLI (`runtime`), run by each container's shim.
+    /// A runc-compatible CLI (`runtime`: runc, crun), run by each container's shim.
     #[default]
     Runc,
+    /// youki's libcontainer, in-process in each container's shim: no runtime binary.
+    Libcontainer,
+}
+
+impl ExecutorKind {
+    /// The name used in flags and the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Libcontainer => "libcontainer",
+        }
+    }
 }
 
 /// The effective configuration of `wharfd`.
@@ -26,7 +38,7 @@ pub struct Config {
     /// The unix socket `types.API` is served on.
     pub listen: PathBuf,
     /// Where per-container state lives: `containers/<id>/` (each shim's directory) and
-    /// `runc/` (the runtime's `--root`).
+    /// `runc/` or `libcontainer/` (the executor's own state).
     pub state_dir: PathBuf,
     /// The machine id reported in `State` (default: the host name).
     pub id: String,
@@ -36,7 +48,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Which executor runs containers.
     pub executor: ExecutorKind,
-    /// The runc-compatible binary (`runc`, `crun`, or a path).
+    /// The runc-compatible binary (`runc`, `crun`, or a path), for the runc executor.
     pub runtime: PathBuf,
     /// The `wharf-shim` binary (default: next to `wharfd`, else from `PATH`).
     pub shim: PathBuf,
@@ -203,9 +215,10 @@ impl Config {
         self.state_dir.join("containers")
     }
 
-    /// `<state-dir>/runc`: the runtime's `--root`, private to wharf.
-    pub fn runtime_root(&self) -> PathBuf {
-        self.state_dir.join("runc")
+    /// `<state-dir>/<executor>`: the executor's state (runc's `--root`, libcontainer's
+    /// root), private to wharf.
+    pub fn executor_root(&self) -> PathBuf {
+        self.state_dir.join(self.executor.as_str())
     }
 }
 
@@ -251,7 +264,7 @@ mod tests {
             PathBuf::from("/run/wharf/wharf.sock"),
             "default kept"
         );
-        assert_eq!(config.runtime_root(), PathBuf::from("/var/run/w/runc"));
+        assert_eq!(config.executor_root(), PathBuf::from("/var/run/w/runc"));
     }
 
     #[test]
@@ -265,6 +278,14 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("bad.toml"), "{err:#}");
+        std::fs::write(&file, "executor = \"libcontainer\"\n").unwrap();
+        let config = Config::load(&ConfigFlags {
+            config: Some(file.clone()),
+            ..ConfigFlags::default()
+        })
+        .unwrap();
+        assert_eq!(config.executor, ExecutorKind::Libcontainer);
+        assert!(config.executor_root().ends_with("libcontainer"));
         std::fs::write(&file, "executor = \"docker\"\n").unwrap();
         assert!(
             Config::load(&ConfigFlags {

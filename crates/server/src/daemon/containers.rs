@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::DaemonExecutor;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
 use wharf_api as api;
 use wharf_api::v1::JournaledEvent;
 use wharf_executor::oci_spec::runtime::Spec;
-use wharf_executor::{ContainerId, DeleteMode, Executor, Signal};
-use wharf_runc_executor::RuncExecutor;
+use wharf_executor::{ContainerId, DeleteMode, Signal};
 use wharf_shim_proto as shim;
 use wharf_shim_proto::control::{ControlClient, KillRequest};
 
@@ -51,11 +51,11 @@ pub(crate) const KILLED_EXIT_STATUS: u32 = 137;
 
 /// Every live container, and the events they produce.
 #[derive(Debug)]
-pub(crate) struct Daemon {
+pub(crate) struct Daemon<E> {
     pub(crate) config: Config,
     shim_options: ShimOptions,
     /// Runs the runtime from the daemon itself, to clean up after a shim that died.
-    pub(crate) janitor: RuncExecutor,
+    pub(crate) janitor: E,
     containers: Mutex<HashMap<ContainerId, Slot>>,
     pub(crate) journal: Journal,
     machine: api::Machine,
@@ -280,20 +280,18 @@ impl Drop for PumpGuard<'_> {
     }
 }
 
-impl Daemon {
+impl<E: DaemonExecutor> Daemon<E> {
     pub(crate) fn new(config: Config, machine: api::Machine, journal: Journal) -> Self {
         let shim_options = ShimOptions {
             binary: config.shim.clone(),
-            runtime_root: config.runtime_root(),
+            executor: config.executor,
+            executor_root: config.executor_root(),
             default_runtime: config.runtime.clone(),
             debug: config.debug,
             json_logs: config.log_format == crate::logging::LogFormat::Json,
         };
-        let mut janitor_config = wharf_runc_executor::Config::new(config.runtime_root());
-        janitor_config.runtime.clone_from(&config.runtime);
-        janitor_config.scratch_dir = config.state_dir.clone();
         Self {
-            janitor: RuncExecutor::new(janitor_config),
+            janitor: E::janitor(&config),
             shim_options,
             config,
             containers: Mutex::default(),

@@ -19,6 +19,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use wharf_api as api;
+use wharf_executor::Executor;
+use wharf_libcontainer_executor::LibcontainerExecutor;
+use wharf_runc_executor::RuncExecutor;
 
 use config::Config;
 use containers::Daemon;
@@ -29,16 +32,48 @@ use service::{ApiHandler, EventsHandler};
 /// How long, after SIGTERM/SIGINT, clients get to finish before the daemon exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// An executor the daemon runs containers with, chosen once at startup. Its shims run it;
+/// the daemon itself only cleans up with it after a shim that died (`delete`, which clones
+/// nothing, so the multi-threaded daemon may call it).
+pub(crate) trait DaemonExecutor: Executor + std::fmt::Debug {
+    /// The executor the daemon cleans up with.
+    fn janitor(config: &Config) -> Self;
+}
+
+impl DaemonExecutor for RuncExecutor {
+    fn janitor(config: &Config) -> Self {
+        let mut janitor = wharf_runc_executor::Config::new(config.executor_root());
+        janitor.runtime.clone_from(&config.runtime);
+        janitor.scratch_dir.clone_from(&config.state_dir);
+        RuncExecutor::new(janitor)
+    }
+}
+
+impl DaemonExecutor for LibcontainerExecutor {
+    fn janitor(config: &Config) -> Self {
+        let mut janitor = wharf_libcontainer_executor::Config::new(config.executor_root());
+        janitor.scratch_dir.clone_from(&config.state_dir);
+        LibcontainerExecutor::new(janitor)
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, then exits leaving every container running (each is
 /// owned by its shim).
 ///
 /// # Errors
 /// The state directory or the socket cannot be set up, or serving fails.
 pub async fn run(config: Config) -> Result<()> {
+    match config.executor {
+        config::ExecutorKind::Runc => serve::<RuncExecutor>(config).await,
+        config::ExecutorKind::Libcontainer => serve::<LibcontainerExecutor>(config).await,
+    }
+}
+
+async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
     for dir in [
         config.state_dir.clone(),
         config.containers_dir(),
-        config.runtime_root(),
+        config.executor_root(),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -71,12 +106,12 @@ pub async fn run(config: Config) -> Result<()> {
         config.stop_containers_on_exit,
         Duration::from_secs(config.stop_timeout_secs),
     );
-    let daemon = Arc::new(Daemon::new(config, machine, journal));
+    let daemon = Arc::new(Daemon::<E>::new(config, machine, journal));
     // Every container of an earlier daemon is taken over before a client can ask.
     recovery::recover(&daemon).await;
     tracing::info!(socket = %listen.display(), "wharfd serving");
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<api::ApiServer<ApiHandler>>().await;
+    health.set_serving::<api::ApiServer<ApiHandler<E>>>().await;
 
     let stopping = tokio_util::sync::CancellationToken::new();
     let mut terminate =

@@ -21,6 +21,7 @@ use wharf_executor::ContainerId;
 use wharf_shim_proto as shim;
 use wharf_shim_proto::control::ControlClient;
 
+use super::DaemonExecutor;
 use super::containers::Daemon;
 use super::record::{ContainerRecord, ProcessIdentity};
 use super::shim_process::ShimProcess;
@@ -40,7 +41,7 @@ enum Outcome {
 }
 
 /// Takes over every container found in the state directory.
-pub(crate) async fn recover(daemon: &Arc<Daemon>) -> Recovered {
+pub(crate) async fn recover<E: DaemonExecutor>(daemon: &Arc<Daemon<E>>) -> Recovered {
     let started = Instant::now();
     let dir = daemon.config.containers_dir();
     let entries = match std::fs::read_dir(&dir) {
@@ -80,7 +81,11 @@ pub(crate) async fn recover(daemon: &Arc<Daemon>) -> Recovered {
     recovered
 }
 
-async fn take_over(daemon: &Arc<Daemon>, name: &str, state_dir: PathBuf) -> Outcome {
+async fn take_over<E: DaemonExecutor>(
+    daemon: &Arc<Daemon<E>>,
+    name: &str,
+    state_dir: PathBuf,
+) -> Outcome {
     let Ok(id) = ContainerId::new(name) else {
         tracing::warn!(path = %state_dir.display(), "removing a state directory that no container id names");
         let _ = std::fs::remove_dir_all(&state_dir);

@@ -7,15 +7,16 @@ use tonic::{Request, Response, Status};
 use wharf_api as api;
 use wharf_executor::ContainerId;
 
+use super::DaemonExecutor;
 use super::containers::{Daemon, NewContainer, NewProcess, parse_signal};
 use crate::events::EventStream;
 
 /// `wharf.v1.Events`: the journal, replayed after a sequence number, then live.
 #[derive(Debug, Clone)]
-pub(crate) struct EventsHandler(pub(crate) Arc<Daemon>);
+pub(crate) struct EventsHandler<E>(pub(crate) Arc<Daemon<E>>);
 
 #[tonic::async_trait]
-impl api::v1::Events for EventsHandler {
+impl<E: DaemonExecutor> api::v1::Events for EventsHandler<E> {
     type SubscribeStream = EventStream<api::v1::JournaledEvent>;
 
     async fn subscribe(
@@ -30,7 +31,7 @@ impl api::v1::Events for EventsHandler {
 
 /// The gRPC face of the [`Daemon`].
 #[derive(Debug, Clone)]
-pub(crate) struct ApiHandler(pub(crate) Arc<Daemon>);
+pub(crate) struct ApiHandler<E>(pub(crate) Arc<Daemon<E>>);
 
 fn container_id(id: &str) -> Result<ContainerId, Status> {
     ContainerId::new(id).map_err(|err| Status::invalid_argument(err.to_string()))
@@ -78,7 +79,7 @@ async fn detached<T: Send + 'static>(
 }
 
 #[tonic::async_trait]
-impl api::Api for ApiHandler {
+impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
     async fn create_container(
         &self,
         request: Request<api::CreateContainerRequest>,

@@ -10,12 +10,17 @@ mod service;
 mod stdio;
 
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use wharf_executor::{Executor, ProcessMonitor};
+use wharf_libcontainer_executor::LibcontainerExecutor;
+use wharf_runc_executor::RuncExecutor;
 use wharf_shim_proto::ShimServer;
 use wharf_shim_proto::control::ControlServer;
 
@@ -27,14 +32,78 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 use reaper::Reaper;
 use service::{ShimHandler, ShimService};
 
-/// Serves the shim on `listener` until its container is deleted or it is told to stop.
+/// An executor a shim can run its container with, made for each `Create`.
+pub trait ShimExecutor: Executor + std::fmt::Debug + Sized {
+    /// The executor for a container whose `Create` named `runtime` (empty: the configured
+    /// default), starting its helper commands through `monitor` (the shim's reaper).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a `runtime` this executor cannot use.
+    fn for_container(
+        config: &ShimConfig,
+        runtime: &str,
+        monitor: Arc<dyn ProcessMonitor>,
+    ) -> Result<Self, Status>;
+}
+
+impl ShimExecutor for RuncExecutor {
+    fn for_container(
+        config: &ShimConfig,
+        runtime: &str,
+        monitor: Arc<dyn ProcessMonitor>,
+    ) -> Result<Self, Status> {
+        let runtime = if runtime.is_empty() {
+            config.default_runtime.clone()
+        } else {
+            PathBuf::from(runtime)
+        };
+        Ok(RuncExecutor::with_monitor(
+            wharf_runc_executor::Config {
+                runtime,
+                root: config.executor_root.clone(),
+                scratch_dir: config.state_dir.clone(),
+                command_timeout: config.command_timeout,
+            },
+            monitor,
+        ))
+    }
+}
+
+/// In-process: the shim runs on one thread, as libcontainer requires, and its container's
+/// init is the shim's own child.
+impl ShimExecutor for LibcontainerExecutor {
+    fn for_container(
+        config: &ShimConfig,
+        runtime: &str,
+        _monitor: Arc<dyn ProcessMonitor>,
+    ) -> Result<Self, Status> {
+        if !runtime.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "runtime {runtime:?} given, but this shim runs containers with the libcontainer \
+                 executor, which uses no runtime binary"
+            )));
+        }
+        let mut executor_config =
+            wharf_libcontainer_executor::Config::new(config.executor_root.clone());
+        executor_config.scratch_dir.clone_from(&config.state_dir);
+        Ok(LibcontainerExecutor::new(executor_config))
+    }
+}
+
+/// Serves the shim on `listener` until its container is deleted or it is told to stop,
+/// running the container with executor `E`.
 ///
 /// Must run on a tokio runtime with IO, time and signals enabled, in a process that has
 /// started no other child it waits for: it becomes a child subreaper and reaps everything.
+/// With [`LibcontainerExecutor`], the runtime must be a `current_thread` one and the process
+/// must have no other thread.
 ///
 /// # Errors
 /// Setting up the reaper, signal handlers or the listener failed, or the server failed.
-pub async fn run(config: ShimConfig, listener: UnixListener) -> anyhow::Result<()> {
+pub async fn run<E: ShimExecutor>(
+    config: ShimConfig,
+    listener: UnixListener,
+) -> anyhow::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("becoming a child subreaper")?;
     let (reaper, mut exits) = Reaper::new();
@@ -47,7 +116,11 @@ pub async fn run(config: ShimConfig, listener: UnixListener) -> anyhow::Result<(
     );
 
     let shutdown = CancellationToken::new();
-    let service = Arc::new(ShimService::new(config.clone(), reaper, shutdown.clone()));
+    let service = Arc::new(ShimService::<E>::new(
+        config.clone(),
+        reaper,
+        shutdown.clone(),
+    ));
     tokio::spawn({
         let service = service.clone();
         async move {

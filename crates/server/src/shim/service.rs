@@ -14,12 +14,12 @@ use wharf_executor::oci_spec::runtime::{
 };
 use wharf_executor::{
     ContainerId, CreateRequest as ExecutorCreate, DeleteMode, ExecId, ExecRequest as ExecutorExec,
-    Executor, ExitStatus, KillScope, Pid, Signal,
+    ExitStatus, KillScope, Pid, Signal,
 };
-use wharf_runc_executor::{Config as RuncConfig, RuncExecutor};
 use wharf_shim_proto as proto;
 use wharf_shim_proto::control::{self, KillRequest};
 
+use super::ShimExecutor;
 use super::reaper::{Reaper, SignalError};
 use super::stdio::{PreparedIo, ProcessIo, StdioPaths};
 use crate::events::{EventHub, EventStream};
@@ -31,9 +31,10 @@ const EVENT_BACKLOG: usize = 4096;
 /// How the shim runs its container.
 #[derive(Debug, Clone)]
 pub struct ShimConfig {
-    /// The runtime's state directory (`--root`), shared by every shim of a daemon.
-    pub runtime_root: PathBuf,
-    /// The runtime binary used when a `Create` names none.
+    /// The executor's state directory (runc's `--root`, libcontainer's root), shared by
+    /// every shim of a daemon.
+    pub executor_root: PathBuf,
+    /// The runtime binary used when a `Create` names none (runc executor).
     pub default_runtime: PathBuf,
     /// The container's state directory (the shim's working directory), absolute.
     pub state_dir: PathBuf,
@@ -46,20 +47,20 @@ pub struct ShimConfig {
 
 /// The shim's gRPC service.
 #[derive(Debug)]
-pub(crate) struct ShimService {
+pub(crate) struct ShimService<E> {
     config: ShimConfig,
     reaper: Arc<Reaper>,
     events: EventHub<proto::Event>,
-    state: Mutex<State>,
+    state: Mutex<State<E>>,
     shutdown: CancellationToken,
     /// True while a `Start` runs: the init may exit before `runc start` returns, and its
     /// exit must not be published before the `START` event.
     starting: watch::Sender<bool>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    phase: Phase,
+#[derive(Debug)]
+struct State<E> {
+    phase: Phase<E>,
     processes: BTreeMap<Pid, ProcessEntry>,
     started: bool,
     paused: bool,
@@ -70,20 +71,19 @@ struct State {
     next_exec: u64,
 }
 
-#[derive(Debug, Default)]
-enum Phase {
-    #[default]
+#[derive(Debug)]
+enum Phase<E> {
     Empty,
     Creating,
-    Created(Arc<Container>),
+    Created(Arc<Container<E>>),
     Deleted,
 }
 
 #[derive(Debug)]
-struct Container {
+struct Container<E> {
     id: ContainerId,
     bundle: PathBuf,
-    executor: RuncExecutor,
+    executor: E,
     init_pid: Pid,
     /// The bundle's process, the template for execs.
     template: Process,
@@ -102,14 +102,28 @@ struct ProcessEntry {
     io: Option<ProcessIo>,
 }
 
-impl State {
+impl<E> Default for State<E> {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Empty,
+            processes: BTreeMap::new(),
+            started: false,
+            paused: false,
+            registering: 0,
+            unclaimed_exits: HashMap::new(),
+            next_exec: 0,
+        }
+    }
+}
+
+impl<E> State<E> {
     /// Whether the init has been reaped (or is no longer in the table).
     fn init_exited(&self, init: Pid) -> bool {
         self.processes.get(&init).is_none_or(|e| e.reaped.is_some())
     }
 }
 
-impl Container {
+impl<E> Container<E> {
     /// `FailedPrecondition`: "container <id> <why>".
     fn refuse(&self, why: &str) -> Status {
         Status::failed_precondition(format!("container {} {why}", self.id))
@@ -117,16 +131,16 @@ impl Container {
 }
 
 /// Counts a create/exec in flight; see [`State::registering`].
-struct Registration<'a>(&'a ShimService);
+struct Registration<'a, E>(&'a ShimService<E>);
 
-impl<'a> Registration<'a> {
-    fn new(shim: &'a ShimService) -> Self {
+impl<'a, E> Registration<'a, E> {
+    fn new(shim: &'a ShimService<E>) -> Self {
         shim.lock().registering += 1;
         Self(shim)
     }
 }
 
-impl Drop for Registration<'_> {
+impl<E> Drop for Registration<'_, E> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.registering -= 1;
@@ -136,7 +150,14 @@ impl Drop for Registration<'_> {
     }
 }
 
-impl ShimService {
+impl<E> ShimService<E> {
+    fn lock(&self) -> MutexGuard<'_, State<E>> {
+        // Every critical section leaves the state consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<E: ShimExecutor> ShimService<E> {
     pub(crate) fn new(
         config: ShimConfig,
         reaper: Arc<Reaper>,
@@ -152,12 +173,7 @@ impl ShimService {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every critical section leaves the state consistent, so a poisoned lock is usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn container(&self) -> Result<Arc<Container>, Status> {
+    fn container(&self) -> Result<Arc<Container<E>>, Status> {
         match &self.lock().phase {
             Phase::Created(container) => Ok(container.clone()),
             Phase::Empty => Err(Status::failed_precondition(
@@ -202,7 +218,7 @@ impl ShimService {
     }
 
     /// Records a container process's exit and publishes it once its output is out.
-    fn process_exited(self: &Arc<Self>, state: &mut State, pid: Pid, status: ExitStatus) {
+    fn process_exited(self: &Arc<Self>, state: &mut State<E>, pid: Pid, status: ExitStatus) {
         let Some(entry) = state.processes.get_mut(&pid) else {
             return;
         };
@@ -256,7 +272,7 @@ impl ShimService {
 
     /// After the init exited: kill what is left and let the execs' exits go out first, so
     /// the init's exit is the container's last event.
-    async fn finish_container(&self, container: &Container) {
+    async fn finish_container(&self, container: &Container<E>) {
         let (exec_watches, execs_running) = {
             let state = self.lock();
             let execs = state.processes.values().filter(|e| !e.is_init);
@@ -285,7 +301,7 @@ impl ShimService {
     }
 
     /// Adds a process created by the executor; handles an exit that came before this.
-    fn register(self: &Arc<Self>, state: &mut State, pid: Pid, is_init: bool, io: ProcessIo) {
+    fn register(self: &Arc<Self>, state: &mut State<E>, pid: Pid, is_init: bool, io: ProcessIo) {
         state.processes.insert(
             pid,
             ProcessEntry {
@@ -391,6 +407,7 @@ impl ShimService {
                     .iter()
                     .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
             });
+        let executor = E::for_container(&self.config, &req.runtime, self.reaper.clone())?;
         let paths = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
@@ -398,20 +415,6 @@ impl ShimService {
             terminal: req.terminal,
         };
         let (stdio, prepared) = PreparedIo::open(&paths)?;
-        let runtime = if req.runtime.is_empty() {
-            self.config.default_runtime.clone()
-        } else {
-            PathBuf::from(&req.runtime)
-        };
-        let executor = RuncExecutor::with_monitor(
-            RuncConfig {
-                runtime,
-                root: self.config.runtime_root.clone(),
-                scratch_dir: self.config.state_dir.clone(),
-                command_timeout: self.config.command_timeout,
-            },
-            self.reaper.clone(),
-        );
 
         let registration = Registration::new(self);
         let created = executor
@@ -671,7 +674,7 @@ impl ShimService {
 
     fn signal_process(
         &self,
-        container: &Container,
+        container: &Container<E>,
         pid: Pid,
         signal: Signal,
     ) -> Result<(), Status> {
@@ -705,7 +708,7 @@ impl ShimService {
 
     /// A frozen process does not die of SIGKILL until it is thawed (cgroup v1 freezer): a
     /// kill of a paused container thaws it, as `runc kill --all` does.
-    async fn thaw_after_kill(&self, container: &Container) {
+    async fn thaw_after_kill(&self, container: &Container<E>) {
         if !self.lock().paused {
             return;
         }
@@ -723,6 +726,11 @@ impl ShimService {
 
     async fn pause(self: Arc<Self>) -> Result<(), Status> {
         let container = self.container()?;
+        // Not every runtime refuses to pause twice (crun does not): the answer must not
+        // depend on it.
+        if self.lock().paused {
+            return Err(container.refuse("is already paused"));
+        }
         container
             .executor
             .pause(&container.id)
@@ -857,17 +865,17 @@ fn exec_process(template: &Process, req: &proto::ExecRequest) -> Result<Process,
 
 /// The gRPC face of a [`ShimService`]: each mutating request runs in its own task.
 #[derive(Debug, Clone)]
-pub(crate) struct ShimHandler(pub(crate) Arc<ShimService>);
+pub(crate) struct ShimHandler<E>(pub(crate) Arc<ShimService<E>>);
 
-impl std::ops::Deref for ShimHandler {
-    type Target = Arc<ShimService>;
-    fn deref(&self) -> &Arc<ShimService> {
+impl<E> std::ops::Deref for ShimHandler<E> {
+    type Target = Arc<ShimService<E>>;
+    fn deref(&self) -> &Arc<ShimService<E>> {
         &self.0
     }
 }
 
 #[tonic::async_trait]
-impl proto::Shim for ShimHandler {
+impl<E: ShimExecutor> proto::Shim for ShimHandler<E> {
     async fn create(
         &self,
         request: Request<proto::CreateRequest>,
@@ -938,7 +946,7 @@ impl proto::Shim for ShimHandler {
 }
 
 #[tonic::async_trait]
-impl control::Control for ShimHandler {
+impl<E: ShimExecutor> control::Control for ShimHandler<E> {
     async fn kill(&self, request: Request<KillRequest>) -> Result<Response<()>, Status> {
         let this = self.0.clone();
         self.detached(this.kill(request.into_inner()))
