@@ -1,9 +1,10 @@
-//! `cargo xtask bench start`: container start through `wharfd` against raw `runc run -d`,
-//! side by side in one run.
+//! `cargo xtask bench start`: container start through `wharfd`, with each executor, against
+//! raw `runc run -d` (and `crun run -d`, the floor of a fork-free runtime, when crun runs
+//! here), side by side in one run.
 //!
 //! 1. Detached start latency: `CreateContainer` returns with the init running (shim spawn,
-//!    `runc create`, `runc start`) against `runc run -d` of the same kind of bundle,
-//!    alternating; median, p95 and the ratio of medians.
+//!    create, start) against `runc run -d` of the same kind of bundle, the variants in turn
+//!    (rotating which goes first); median, p95 and the ratio of medians to `runc run -d`.
 //! 2. Throughput, the shape of containerd's 2015 `hack/benchmark.go`: `--count` (1000)
 //!    `CreateContainer` calls from 100 concurrent clients on one connection, against the
 //!    same number of raw `runc run -d` with the same parallelism; containers per second.
@@ -63,7 +64,11 @@ fn parse_args() -> Args {
 }
 
 fn runc(root: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("runc");
+    runtime("runc", root, args)
+}
+
+fn runtime(binary: &str, root: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
     command
         .arg("--root")
         .arg(root)
@@ -79,11 +84,12 @@ async fn checked(mut command: tokio::process::Command) {
     assert!(status.success(), "{command:?} failed with {status}");
 }
 
-/// `runc run -d` of `bundle` as `id`; returns how long it took.
-async fn raw_run(root: &Path, bundle: &Bundle, id: &str) -> Duration {
+/// `<binary> run -d` of `bundle` as `id`; returns how long it took.
+async fn raw_run(binary: &str, root: &Path, bundle: &Bundle, id: &str) -> Duration {
     let pid_file = root.join(format!("{id}.pid")).display().to_string();
     let started = Instant::now();
-    checked(runc(
+    checked(runtime(
+        binary,
         root,
         &[
             "run",
@@ -100,14 +106,14 @@ async fn raw_run(root: &Path, bundle: &Bundle, id: &str) -> Duration {
 }
 
 /// Deletes a raw container and reaps its init (re-parented to us, a subreaper).
-async fn raw_delete(root: &Path, id: &str) {
+async fn raw_delete(binary: &str, root: &Path, id: &str) {
     let pid_file = root.join(format!("{id}.pid"));
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    checked(runc(root, &["delete", "--force", id])).await;
+    checked(runtime(binary, root, &["delete", "--force", id])).await;
     std::fs::remove_file(&pid_file).unwrap();
     tokio::task::spawn_blocking(move || {
         if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -184,34 +190,58 @@ fn summarize(samples: &[Duration]) -> Summary {
     }
 }
 
-async fn latency(args: &Args, daemon: &DaemonFixture, runc_root: &Path) -> (Summary, Summary) {
-    let mut client = daemon.client();
-    let raw_bundle = Bundle::new("bench-lat-raw", &["sleep", "1000"]);
-    let wharf_bundle = Bundle::new("bench-lat-wharf", &["sleep", "1000"]);
-    let (mut raw, mut wharf) = (Vec::new(), Vec::new());
-    let warmup = 3;
-    for i in 0..warmup + args.iterations {
-        let keep = i >= warmup;
-        // Alternate which goes first, so drift hits both alike.
-        for variant in [i % 2, 1 - i % 2] {
-            if variant == 0 {
-                let id = format!("lat-raw-{i}");
-                let took = raw_run(runc_root, &raw_bundle, &id).await;
-                raw_delete(runc_root, &id).await;
-                if keep {
-                    raw.push(took);
-                }
-            } else {
-                let id = format!("lat-wharf-{i}");
-                let (pid, took) = create(&mut client, &wharf_bundle, &id).await;
-                kill_all(&mut client, &[(id, pid)]).await;
-                if keep {
-                    wharf.push(took);
-                }
+/// What a latency run starts containers with.
+enum Starter<'a> {
+    /// `<binary> run -d`, state in the root.
+    Raw { binary: &'static str, root: PathBuf },
+    /// `CreateContainer` through a daemon.
+    Wharf(&'a DaemonFixture),
+}
+
+impl Starter<'_> {
+    /// Starts one container as `id`, stops and removes it; returns the start's duration.
+    async fn once(&self, bundle: &Bundle, id: &str) -> Duration {
+        match self {
+            Starter::Raw { binary, root } => {
+                let took = raw_run(binary, root, bundle, id).await;
+                raw_delete(binary, root, id).await;
+                took
+            }
+            Starter::Wharf(daemon) => {
+                let mut client = daemon.client();
+                let (pid, took) = create(&mut client, bundle, id).await;
+                kill_all(&mut client, &[(id.to_owned(), pid)]).await;
+                took
             }
         }
     }
-    (summarize(&raw), summarize(&wharf))
+}
+
+/// Each starter in turn, `iterations` times after 3 warm-up rounds, rotating which goes
+/// first so that drift hits all alike; the summaries in the starters' order.
+async fn latency(args: &Args, starters: &[Starter<'_>]) -> Vec<Summary> {
+    let bundles: Vec<Bundle> = (0..starters.len())
+        .map(|n| Bundle::new(&format!("bench-lat-{n}"), &["sleep", "1000"]))
+        .collect();
+    let mut samples = vec![Vec::new(); starters.len()];
+    let warmup = 3;
+    for i in 0..warmup + args.iterations {
+        for k in 0..starters.len() {
+            let n = (i + k) % starters.len();
+            let took = starters[n].once(&bundles[n], &format!("lat-{n}-{i}")).await;
+            if i >= warmup {
+                samples[n].push(took);
+            }
+        }
+    }
+    samples.iter().map(|s| summarize(s)).collect()
+}
+
+fn crun_runs_here() -> bool {
+    std::process::Command::new("crun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 /// Runs `count` starts, at most `clients` at a time; returns wall time.
@@ -245,7 +275,7 @@ async fn throughput_raw(args: &Args, runc_root: &Path, bundles: &[Bundle]) -> Du
             let (limit, root) = (limit.clone(), root.clone());
             tokio::spawn(async move {
                 let _permit = limit.acquire().await.expect("semaphore");
-                raw_delete(&root, &format!("tp-raw-{n}")).await;
+                raw_delete("runc", &root, &format!("tp-raw-{n}")).await;
             })
         })
         .collect();
@@ -306,70 +336,111 @@ async fn main() {
         .unwrap();
     let runc_root: PathBuf = work.path().join("runc");
     std::fs::create_dir_all(&runc_root).unwrap();
-    let mut daemon = DaemonFixture::start_quiet(ExecutorKind::Runc).await;
-
+    let mut with_runc = DaemonFixture::start_quiet(ExecutorKind::Runc).await;
+    let mut with_libcontainer = DaemonFixture::start_quiet(ExecutorKind::Libcontainer).await;
+    let crun_root = work.path().join("crun");
+    std::fs::create_dir_all(&crun_root).unwrap();
+    let mut names = vec![
+        "runc run -d   [baseline]",
+        "wharfd, runc executor",
+        "wharfd, libcontainer executor",
+    ];
+    let mut starters = vec![
+        Starter::Raw {
+            binary: "runc",
+            root: runc_root.clone(),
+        },
+        Starter::Wharf(&with_runc),
+        Starter::Wharf(&with_libcontainer),
+    ];
+    if crun_runs_here() {
+        names.push("crun run -d   [floor]");
+        starters.push(Starter::Raw {
+            binary: "crun",
+            root: crun_root,
+        });
+    }
     eprintln!(
-        "bench start: latency, {} runs each after 3 warm-up, alternating",
+        "bench start: latency, {} runs each after 3 warm-up, in turn",
         args.iterations
     );
-    let (raw, wharf) = latency(&args, &daemon, &runc_root).await;
+    let summaries = latency(&args, &starters).await;
+    drop(starters);
 
     eprintln!(
         "bench start: throughput, {} starts from {} concurrent clients, each variant",
         args.count, args.clients
     );
-    let raw_bundles: Vec<Bundle> = (0..args.count)
-        .map(|n| Bundle::new(&format!("tp-raw-{n}"), &["sleep", "1000"]))
-        .collect();
-    let wharf_bundles: Vec<Bundle> = (0..args.count)
-        .map(|n| Bundle::new(&format!("tp-wharf-{n}"), &["sleep", "1000"]))
-        .collect();
-    let raw_wall = throughput_raw(&args, &runc_root, &raw_bundles).await;
-    let wharf_wall = throughput_wharf(&args, &daemon, &wharf_bundles).await;
-    daemon.assert_nothing_left().await;
-    daemon.stop().await;
+    let bundles = |prefix: &str| -> Vec<Bundle> {
+        (0..args.count)
+            .map(|n| Bundle::new(&format!("{prefix}-{n}"), &["sleep", "1000"]))
+            .collect()
+    };
+    let raw_wall = throughput_raw(&args, &runc_root, &bundles("tp-raw")).await;
+    let runc_wall = throughput_wharf(&args, &with_runc, &bundles("tp-wharf")).await;
+    let libcontainer_wall = throughput_wharf(&args, &with_libcontainer, &bundles("tp-wharf")).await;
+    for daemon in [&mut with_runc, &mut with_libcontainer] {
+        daemon.assert_nothing_left().await;
+        daemon.stop().await;
+    }
 
-    let rate = |wall: Duration| args.count as f64 / wall.as_secs_f64();
-    let ratio = wharf.median_ms / raw.median_ms;
+    let baseline = summaries[0].median_ms;
+    let names = [
+        "runc run -d   [baseline]",
+        "wharfd, runc executor",
+        "wharfd, libcontainer executor",
+        "crun run -d   [floor]",
+    ];
     println!(
-        "\nstart latency ({} runs each)             median        p95        min",
+        "\nstart latency ({} runs each)               median        p95        min   ratio",
         args.iterations
     );
-    println!(
-        "  runc run -d   [baseline]          {:>9.1} ms {:>7.1} ms {:>7.1} ms",
-        raw.median_ms, raw.p95_ms, raw.min_ms
-    );
-    println!(
-        "  wharfd CreateContainer            {:>9.1} ms {:>7.1} ms {:>7.1} ms",
-        wharf.median_ms, wharf.p95_ms, wharf.min_ms
-    );
-    println!("  ratio of medians: {ratio:.2}   (target <= 1.10)");
+    for (name, summary) in names.iter().zip(&summaries) {
+        println!(
+            "  {name:<32} {:>9.1} ms {:>7.1} ms {:>7.1} ms   {:.2}",
+            summary.median_ms,
+            summary.p95_ms,
+            summary.min_ms,
+            summary.median_ms / baseline
+        );
+    }
+    println!("  targets: runc executor <= 1.10, libcontainer executor <= 0.50 (ratio of medians)");
+    let rate = |wall: Duration| args.count as f64 / wall.as_secs_f64();
     println!(
         "\nthroughput: {} starts, {} concurrent clients",
         args.count, args.clients
     );
-    println!(
-        "  runc run -d   [baseline]          {:>7.1} containers/s ({:.1} s)",
-        rate(raw_wall),
-        raw_wall.as_secs_f64()
-    );
-    println!(
-        "  wharfd CreateContainer            {:>7.1} containers/s ({:.1} s)",
-        rate(wharf_wall),
-        wharf_wall.as_secs_f64()
-    );
-    println!(
-        "  ratio wharfd/raw: {:.2}",
-        rate(wharf_wall) / rate(raw_wall)
-    );
+    for (name, wall) in [
+        ("runc run -d   [baseline]", raw_wall),
+        ("wharfd, runc executor", runc_wall),
+        ("wharfd, libcontainer executor", libcontainer_wall),
+    ] {
+        println!(
+            "  {name:<32} {:>7.1} containers/s ({:.1} s)   {:.2}",
+            rate(wall),
+            wall.as_secs_f64(),
+            rate(wall) / rate(raw_wall)
+        );
+    }
 
+    let latency_json: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(&summaries)
+        .map(|(name, summary)| {
+            let mut value = serde_json::to_value(summary).unwrap();
+            value["ratio_to_runc_run_d"] = serde_json::json!(summary.median_ms / baseline);
+            (name.split_whitespace().collect::<Vec<_>>().join(" "), value)
+        })
+        .collect();
+    let throughput = |wall: Duration| serde_json::json!({ "seconds": wall.as_secs_f64(), "containers_per_second": rate(wall) });
     let report = serde_json::json!({
-        "latency": { "iterations": args.iterations, "runc_run_d": raw, "wharfd_create": wharf, "ratio_of_medians": ratio },
+        "latency": { "iterations": args.iterations, "medians_ms": latency_json },
         "throughput": {
             "count": args.count,
             "clients": args.clients,
-            "runc_run_d": { "seconds": raw_wall.as_secs_f64(), "containers_per_second": rate(raw_wall) },
-            "wharfd_create": { "seconds": wharf_wall.as_secs_f64(), "containers_per_second": rate(wharf_wall) },
+            "runc_run_d": throughput(raw_wall),
+            "wharfd_runc_executor": throughput(runc_wall),
+            "wharfd_libcontainer_executor": throughput(libcontainer_wall),
         },
     });
     let out = target_dir().join("bench/start.json");

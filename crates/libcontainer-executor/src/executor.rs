@@ -515,6 +515,23 @@ mod tests {
         .unwrap()
     }
 
+    /// The test harness runs tests on their own threads: this process has several.
+    #[test]
+    fn a_multi_threaded_caller_is_refused() {
+        let _other = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(2)));
+        let id = ContainerId::new("web").unwrap();
+        let checked = std::panic::catch_unwind(|| ensure_single_threaded(&id, "create"));
+        match checked {
+            // Debug builds assert.
+            Err(_) => {}
+            Ok(result) => {
+                let err = result.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+                assert!(err.to_string().contains("single-threaded"), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn dev_null_output_becomes_dev_zero_and_anything_else_stays() {
         let null = OwnedFd::from(

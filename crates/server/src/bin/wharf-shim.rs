@@ -21,7 +21,7 @@ use wharf_server::shim::{self, ShimConfig};
 #[command(version)]
 struct Args {
     /// Which executor runs the container.
-    #[arg(long, value_enum, default_value_t = ExecutorKind::Runc)]
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Libcontainer)]
     executor: ExecutorKind,
     /// The executor's state directory (runc's `--root`, libcontainer's root), shared by
     /// every shim of a daemon [default: /run/wharf/<executor>].
