@@ -9,6 +9,7 @@
 //!   its children itself.
 //! - [`signals::reset_dispositions`]: a clean signal state for a process about to run a
 //!   container's program.
+//! - [`support`]: bundle checks and scratch directories, alike in every executor.
 //! - [`console::ConsoleSocket`]: receives a pseudo-terminal master the way runc and
 //!   libcontainer send it.
 //!
@@ -22,6 +23,7 @@ mod exit;
 mod id;
 mod monitor;
 pub mod signals;
+pub mod support;
 
 pub use error::{Error, ErrorKind};
 pub use executor::{

@@ -21,19 +21,7 @@ pub(crate) fn prepare(
     cgroup_parent: &Path,
     shadow_dir: &Path,
 ) -> Result<PathBuf, Error> {
-    if !bundle.is_absolute() {
-        return Err(Error::invalid_argument(format!(
-            "bundle path {} is not absolute",
-            bundle.display()
-        )));
-    }
-    let config = bundle.join("config.json");
-    if !config.is_file() {
-        return Err(Error::invalid_argument(format!(
-            "bundle {} has no config.json",
-            bundle.display()
-        )));
-    }
+    let config = wharf_executor::support::bundle_config(bundle)?;
     let mut spec = Spec::load(&config).map_err(|err| {
         Error::invalid_argument(format!(
             "bundle {} of container {id}: {}: {err}",

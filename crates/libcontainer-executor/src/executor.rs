@@ -13,6 +13,7 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use wharf_executor::console::ConsoleSocket;
+use wharf_executor::support;
 use wharf_executor::{
     ContainerId, ContainerState, ContainerStatus, CreateRequest, DeleteMode, Error, ErrorKind,
     ExecRequest, Executor, KillScope, NewProcess, Pid, Signal, Stdio,
@@ -94,18 +95,7 @@ impl LibcontainerExecutor {
     }
 
     fn scratch(&self, id: &ContainerId) -> Result<tempfile::TempDir, Error> {
-        tempfile::Builder::new()
-            .prefix(".wharf-libcontainer-")
-            .tempdir_in(&self.config.scratch_dir)
-            .map_err(|err| {
-                Error::io(
-                    format!(
-                        "creating a scratch directory in {} for container {id}",
-                        self.config.scratch_dir.display()
-                    ),
-                    err,
-                )
-            })
+        support::scratch_dir(&self.config.scratch_dir, ".wharf-libcontainer-", id)
     }
 
     /// A builder for container `id` with `workload` and `stdio`; for a terminal, the socket

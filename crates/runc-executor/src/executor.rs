@@ -19,7 +19,7 @@ use wharf_executor::{
 use crate::command::{self, Subcommand};
 use crate::output;
 use wharf_executor::console::ConsoleSocket;
-use wharf_executor::signals;
+use wharf_executor::{signals, support};
 
 /// How to run the runtime.
 #[derive(Debug, Clone)]
@@ -104,18 +104,7 @@ impl RuncExecutor {
 
     /// A fresh directory for one command's files.
     fn scratch(&self, id: &ContainerId) -> Result<tempfile::TempDir, Error> {
-        tempfile::Builder::new()
-            .prefix(".wharf-runc-")
-            .tempdir_in(&self.config.scratch_dir)
-            .map_err(|err| {
-                Error::io(
-                    format!(
-                        "creating a scratch directory in {} for container {id}",
-                        self.config.scratch_dir.display()
-                    ),
-                    err,
-                )
-            })
+        support::scratch_dir(&self.config.scratch_dir, ".wharf-runc-", id)
     }
 
     /// Runs one runtime command to completion under the deadline; returns its stdout.
@@ -306,27 +295,10 @@ fn read_pid_file(path: &Path) -> io::Result<Pid> {
         })
 }
 
-fn check_bundle(bundle: &Path) -> Result<(), Error> {
-    if !bundle.is_absolute() {
-        return Err(Error::invalid_argument(format!(
-            "bundle path {} is not absolute",
-            bundle.display()
-        )));
-    }
-    let config = bundle.join("config.json");
-    if !config.is_file() {
-        return Err(Error::invalid_argument(format!(
-            "bundle {} has no config.json",
-            bundle.display()
-        )));
-    }
-    Ok(())
-}
-
 impl Executor for RuncExecutor {
     #[tracing::instrument(skip_all, fields(container_id = %req.id, bundle = %req.bundle.display()))]
     async fn create(&self, req: CreateRequest) -> Result<NewProcess, Error> {
-        check_bundle(&req.bundle)?;
+        support::bundle_config(&req.bundle)?;
         let scratch = self.scratch(&req.id)?;
         let (id, bundle, no_pivot) = (req.id, req.bundle, req.no_pivot);
         let result = self
