@@ -1001,11 +1001,6 @@ async fn bad_requests_get_clear_codes_and_leave_nothing(#[case] executor: Execut
         .await
         .unwrap_err();
     assert_eq!(list.code(), Code::Unimplemented);
-    let stats = client
-        .get_stats(StatsRequest { id: id.into() })
-        .await
-        .unwrap_err();
-    assert_eq!(stats.code(), Code::Unimplemented);
 
     signal(&mut client, id, init, 9).await;
     assert_eq!(events.exit_status(id, init).await, 137);

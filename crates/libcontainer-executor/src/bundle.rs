@@ -8,19 +8,28 @@
 
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use wharf_executor::{ContainerId, Error};
 
 /// The symlink in a shadow bundle that points at the caller's bundle.
 const ORIGIN_LINK: &str = "bundle";
 
-/// Validates `bundle` and writes its shadow to `shadow_dir`, the bundle to give libcontainer.
+/// A shadow bundle, ready for libcontainer.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The directory to give libcontainer.
+    pub(crate) dir: PathBuf,
+    /// Whether the container gets a network namespace of its own (whose loopback is down).
+    pub(crate) own_network: bool,
+}
+
+/// Validates `bundle` and writes its shadow to `shadow_dir`.
 pub(crate) fn prepare(
     bundle: &Path,
     id: &ContainerId,
     cgroup_parent: &Path,
     shadow_dir: &Path,
-) -> Result<PathBuf, Error> {
+) -> Result<Prepared, Error> {
     let config = wharf_executor::support::bundle_config(bundle)?;
     let mut spec = Spec::load(&config).map_err(|err| {
         Error::invalid_argument(format!(
@@ -30,6 +39,15 @@ pub(crate) fn prepare(
         ))
     })?;
     make_self_contained(&mut spec, bundle, id, cgroup_parent);
+    let own_network = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|ns| ns.typ() == LinuxNamespaceType::Network && ns.path().is_none())
+        });
     std::fs::create_dir_all(shadow_dir)
         .map_err(|err| Error::io(format!("creating {}", shadow_dir.display()), err))?;
     spec.save(shadow_dir.join("config.json")).map_err(|err| {
@@ -44,7 +62,10 @@ pub(crate) fn prepare(
             err,
         )
     })?;
-    Ok(shadow_dir.to_path_buf())
+    Ok(Prepared {
+        dir: shadow_dir.to_path_buf(),
+        own_network,
+    })
 }
 
 /// Gives `spec` an explicit cgroup path (`<cgroup_parent>/<id>`) if it has none, and makes
@@ -157,8 +178,8 @@ mod tests {
             .unwrap();
         let shadow = dir.path().join("shadow");
         let used = prepare(&bundle, &id(), Path::new("/wharf"), &shadow).unwrap();
-        assert_eq!(used, shadow);
-        assert_eq!(origin(&used), bundle);
+        assert_eq!(used.dir, shadow);
+        assert_eq!(origin(&used.dir), bundle);
         let written = Spec::load(shadow.join("config.json")).unwrap();
         assert_eq!(
             written.root().as_ref().unwrap().path(),

@@ -19,9 +19,9 @@ use wharf_executor::{
     ExecRequest, Executor, KillScope, NewProcess, Pid, Signal, Stdio,
 };
 
-use crate::bundle;
 use crate::error::from_libcontainer;
 use crate::workload::ContainerWorkload;
+use crate::{bundle, loopback};
 
 /// How long a created process's terminal may take to arrive once libcontainer returned.
 /// It is sent before the process reports ready, so it is normally queued already.
@@ -305,7 +305,18 @@ impl Executor for LibcontainerExecutor {
         let shadow = self.shadow_bundle_dir(&id);
         let scratch = self.scratch(&id)?;
         let built = bundle::prepare(&req.bundle, &id, &self.config.cgroup_parent, &shadow)
-            .and_then(|bundle| self.build_init(req, &bundle, scratch.path()));
+            .and_then(|bundle| {
+                let (pid, console) = self.build_init(req, &bundle.dir, scratch.path())?;
+                if bundle.own_network {
+                    loopback::bring_up(pid).map_err(|err| {
+                        Error::io(
+                            format!("bringing up the loopback interface of container {id}"),
+                            err,
+                        )
+                    })?;
+                }
+                Ok((pid, console))
+            });
         let created = match built {
             Ok((pid, console)) => receive_console(&id, console)
                 .await

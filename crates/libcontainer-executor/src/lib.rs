@@ -29,6 +29,7 @@
 mod bundle;
 mod error;
 mod executor;
+mod loopback;
 mod workload;
 
 pub use executor::{Config, LibcontainerExecutor};

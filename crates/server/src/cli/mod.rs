@@ -123,6 +123,15 @@ enum Containers {
         /// The container's id.
         id: String,
     },
+    /// Print a container's resource use as it is sampled, until it exits (a row per
+    /// sample; `--json`: one `types.Stats` object per line).
+    Stats {
+        /// The container's id.
+        id: String,
+        /// Stop after this many samples.
+        #[arg(short = 'n', long)]
+        count: Option<u64>,
+    },
 }
 
 /// A signal by number or name (`9`, `KILL`, `SIGKILL`).
@@ -242,7 +251,90 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Containers::Pause { id } => update(&cli, id, "paused").await,
             Containers::Resume { id } => update(&cli, id, "running").await,
+            Containers::Stats { id, count } => stats(&cli, id, *count).await,
         },
+    }
+}
+
+async fn stats(cli: &Cli, id: &str, count: Option<u64>) -> Result<ExitCode> {
+    let mut stream = connect(cli)
+        .await?
+        .get_stats(wharf_api::StatsRequest { id: id.to_owned() })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let mut previous: Option<(std::time::Instant, u64)> = None;
+    let mut printed = 0;
+    if !cli.json {
+        println!(
+            "{:<10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "TIME", "CPU%", "MEMORY", "NET RX", "NET TX", "BLOCK IN", "BLOCK OUT"
+        );
+    }
+    while count.is_none_or(|count| printed < count) {
+        let Some(sample) = stream.message().await.map_err(rpc_error)? else {
+            break;
+        };
+        printed += 1;
+        if cli.json {
+            print_json(&sample)?;
+            continue;
+        }
+        let cgroup = sample.cgroup_stats.clone().unwrap_or_default();
+        let cpu_ns = cgroup
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .map_or(0, |u| u.total_usage);
+        let now = std::time::Instant::now();
+        let cpu_percent = previous.map_or(0.0, |(at, ns)| {
+            let elapsed = now.duration_since(at).as_nanos().max(1) as f64;
+            cpu_ns.saturating_sub(ns) as f64 * 100.0 / elapsed
+        });
+        previous = Some((now, cpu_ns));
+        let memory = cgroup
+            .memory_stats
+            .and_then(|m| m.usage)
+            .map_or(0, |u| u.usage);
+        let (rx, tx) = sample
+            .network_stats
+            .iter()
+            .fold((0, 0), |(rx, tx), n| (rx + n.rx_bytes, tx + n.tx_bytes));
+        let blkio = cgroup.blkio_stats.unwrap_or_default();
+        let bytes = |op: &str| -> u64 {
+            blkio
+                .io_service_bytes_recursive
+                .iter()
+                .filter(|e| e.op.eq_ignore_ascii_case(op))
+                .map(|e| e.value)
+                .sum()
+        };
+        println!(
+            "{:<10} {:>6.1} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            sample.timestamp,
+            cpu_percent,
+            human_bytes(memory),
+            human_bytes(rx),
+            human_bytes(tx),
+            human_bytes(bytes("read")),
+            human_bytes(bytes("write")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1.5MiB`-style sizes.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
     }
 }
 

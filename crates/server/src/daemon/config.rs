@@ -64,6 +64,8 @@ pub struct Config {
     pub stop_containers_on_exit: bool,
     /// How long stopping containers may take before SIGKILL, in seconds.
     pub stop_timeout_secs: u64,
+    /// How often `GetStats` samples a container, in milliseconds.
+    pub stats_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             replay_window_secs: 10,
             stop_containers_on_exit: false,
             stop_timeout_secs: 10,
+            stats_interval_ms: 1000,
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct ConfigFlags {
     /// Seconds stopping containers may take before SIGKILL.
     #[arg(long, value_name = "SECS")]
     pub stop_timeout: Option<u64>,
+    /// Milliseconds between two samples of a GetStats stream.
+    #[arg(long, value_name = "MS")]
+    pub stats_interval: Option<u64>,
     /// Configuration file (TOML) [default: /etc/wharf/wharfd.toml if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -174,6 +180,9 @@ impl Config {
         config.stop_containers_on_exit |= flags.stop_containers_on_exit;
         if let Some(timeout) = flags.stop_timeout {
             config.stop_timeout_secs = timeout;
+        }
+        if let Some(interval) = flags.stats_interval {
+            config.stats_interval_ms = interval;
         }
         config.resolve_relative_paths()?;
         Ok(config)

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::DaemonExecutor;
+use super::stats::StatsFeed;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -81,6 +82,8 @@ pub(crate) struct Container {
     shim_identity: ProcessIdentity,
     pub(crate) init: ProcessRecord,
     inner: Mutex<ContainerInner>,
+    /// `GetStats`: the container's sampler, shared by its streams.
+    pub(crate) stats: StatsFeed,
 }
 
 #[derive(Debug, Default)]
@@ -525,6 +528,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             shim_identity: shim_process.identity(),
             init,
             inner: Mutex::default(),
+            stats: StatsFeed::default(),
         });
         Ok((container, shim_process))
     }
@@ -551,6 +555,7 @@ impl<E: DaemonExecutor> Daemon<E> {
                 execs: record.execs.clone(),
                 ..ContainerInner::default()
             }),
+            stats: StatsFeed::default(),
         })
     }
 
@@ -598,6 +603,7 @@ impl<E: DaemonExecutor> Daemon<E> {
                 execs,
                 exited_unrecorded: HashSet::new(),
             }),
+            stats: StatsFeed::default(),
         });
         container.save(&container.lock());
         Ok((container, stopped))
@@ -846,6 +852,7 @@ impl<E: DaemonExecutor> Daemon<E> {
     }
 
     fn forget(&self, container: &Container) {
+        container.stats.end();
         if let Err(err) = std::fs::remove_dir_all(&container.state_dir)
             && err.kind() != std::io::ErrorKind::NotFound
         {

@@ -10,6 +10,7 @@ mod record;
 mod recovery;
 mod service;
 mod shim_process;
+mod stats;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

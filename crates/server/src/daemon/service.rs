@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use wharf_api as api;
@@ -257,9 +258,11 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
         request: Request<api::StatsRequest>,
     ) -> Result<Response<Self::GetStatsStream>, Status> {
         let container = self.0.container(&request.get_ref().id)?;
-        Err(Status::unimplemented(format!(
-            "stats of container {} are not implemented yet",
-            container.id
+        let interval = Duration::from_millis(self.0.config.stats_interval_ms.max(1));
+        Ok(Response::new(container.stats.subscribe(
+            container.id.as_str(),
+            container.init.pid,
+            interval,
         )))
     }
 }
