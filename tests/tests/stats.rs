@@ -306,3 +306,44 @@ async fn the_cli_prints_a_row_or_a_json_line_per_sample(#[case] executor: Execut
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
+
+#[apply(executors)]
+#[tokio::test]
+async fn an_oom_kill_is_an_oom_event_before_the_exit_137(#[case] executor: ExecutorKind) {
+    use wharf_executor::oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
+    require_containers!();
+    let mut daemon = daemon(executor).await;
+    let id = "st-oom";
+    // `tail` keeps the last 100 MB of an endless input: it grows until the kernel kills it.
+    let bundle = Bundle::with(id, &["tail", "-c", "100000000", "/dev/zero"], |spec| {
+        let mut linux = spec.linux().clone().unwrap();
+        let resources = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(8i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        linux.set_resources(Some(resources));
+        spec.set_linux(Some(linux));
+    });
+    let mut events = daemon.events().await;
+    let init = start(&mut daemon, id, &bundle).await;
+    let seen: Vec<(String, u32)> = events
+        .of_container_until_exit(id, init)
+        .await
+        .into_iter()
+        .map(|(kind, _, status)| (kind, status))
+        .collect();
+    let oom = seen.iter().position(|(kind, _)| kind == "oom");
+    assert!(oom.is_some(), "an oom event: {seen:?}");
+    assert_eq!(
+        seen.last(),
+        Some(&("exit".to_owned(), 137)),
+        "the exit comes last, 137: {seen:?}"
+    );
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Samples a container's resource use: its cgroup (v1, hybrid or v2, read by `libcgroups`'
 //! cgroup manager, one per container, kept for its life) and the network interfaces of its
-//! init (`/proc/<pid>/net/dev`, read by `procfs`), into plain types ([`Sample`]).
+//! init (`/proc/<pid>/net/dev`, read by `procfs`), into plain types ([`Sample`]); and
+//! watches a cgroup for out-of-memory kills ([`OomWatch`]).
 //!
 //! ```no_run
 //! use wharf_stats_collector::Sampler;
@@ -15,9 +16,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod oom;
 mod sample;
 mod sampler;
 
+pub use oom::OomWatch;
 pub use sample::{
     Blkio, BlkioEntry, Cpu, Hugetlb, Interface, Memory, MemoryUsage, Pids, Sample, Throttling,
 };

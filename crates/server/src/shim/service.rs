@@ -18,11 +18,13 @@ use wharf_executor::{
 };
 use wharf_shim_proto as proto;
 use wharf_shim_proto::control::{self, KillRequest};
+use wharf_stats_collector::OomWatch;
 
 use super::ShimExecutor;
 use super::reaper::{Reaper, SignalError};
 use super::stdio::{PreparedIo, ProcessIo, StdioPaths};
 use crate::events::{EventHub, EventStream};
+use crate::fdio::AsyncOwnedFd;
 use crate::status::from_executor;
 
 /// Events kept for the next stream while none is open.
@@ -89,6 +91,15 @@ struct Container<E> {
     template: Process,
     /// With its own pid namespace, every process dies with the init.
     own_pid_namespace: bool,
+    /// OOM kills in the container's cgroup, watched from before the init runs.
+    oom: Option<Arc<OomReporter>>,
+}
+
+/// The container's OOM watch and how many kills were published.
+#[derive(Debug)]
+struct OomReporter {
+    watch: OomWatch,
+    published: Mutex<u64>,
 }
 
 #[derive(Debug)]
@@ -264,9 +275,66 @@ impl<E: ShimExecutor> ShimService<E> {
                 .await;
             self.finish_container(&container).await;
         }
+        // A kill that caused this exit goes out before it, notified or not yet.
+        self.publish_ooms(&container);
         self.publish(&container.id, proto::EventType::Exit, pid, Some(status));
         if let Some(entry) = self.lock().processes.get(&pid) {
             entry.published.send_replace(Some(status));
+        }
+    }
+
+    /// Publishes an `OOM` event for each kill in the container not published yet.
+    fn publish_ooms(&self, container: &Container<E>) {
+        let Some(oom) = &container.oom else {
+            return;
+        };
+        let kills = match oom.watch.kills() {
+            Ok(kills) => kills,
+            Err(err) => {
+                tracing::debug!(error = %err, "reading the OOM kill count");
+                return;
+            }
+        };
+        let mut published = oom.published.lock().unwrap_or_else(|p| p.into_inner());
+        while *published < kills {
+            *published += 1;
+            tracing::warn!(kills = *published, "OOM kill in the container");
+            self.publish(
+                &container.id,
+                proto::EventType::Oom,
+                container.init_pid,
+                None,
+            );
+        }
+    }
+
+    /// Publishes OOM kills as the kernel notifies them, until the shim stops or the
+    /// container's cgroup is gone.
+    async fn watch_ooms(self: Arc<Self>, container: Arc<Container<E>>, oom: Arc<OomReporter>) {
+        let notification = match oom
+            .watch
+            .notification()
+            .try_clone_to_owned()
+            .and_then(|fd| AsyncOwnedFd::new(fd, tokio::io::Interest::READABLE))
+        {
+            Ok(notification) => notification,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot wait for OOM notifications");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                ready = notification.readable() => if ready.is_err() {
+                    return;
+                },
+                () = self.shutdown.cancelled() => return,
+            }
+            oom.watch.acknowledge();
+            if matches!(self.lock().phase, Phase::Deleted) || oom.watch.kills().is_err() {
+                return;
+            }
+            self.publish_ooms(&container);
         }
     }
 
@@ -438,6 +506,19 @@ impl<E: ShimExecutor> ShimService<E> {
                 )));
             }
         };
+        // Watched now, before Start lets the init run: a short-lived container's kills too.
+        let oom = match wharf_stats_collector::cgroup_of(pid.get())
+            .and_then(|cgroup| OomWatch::new(&cgroup))
+        {
+            Ok(watch) => Some(Arc::new(OomReporter {
+                watch,
+                published: Mutex::new(0),
+            })),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch the container for OOM kills");
+                None
+            }
+        };
         let container = Arc::new(Container {
             id: id.clone(),
             bundle,
@@ -445,7 +526,11 @@ impl<E: ShimExecutor> ShimService<E> {
             init_pid: pid,
             template,
             own_pid_namespace,
+            oom: oom.clone(),
         });
+        if let Some(oom) = oom {
+            tokio::spawn(self.clone().watch_ooms(container.clone(), oom));
+        }
         {
             let mut state = self.lock();
             state.phase = Phase::Created(container);
