@@ -85,6 +85,35 @@ fn children_cpu() -> Duration {
     ticks("self", [13, 14])
 }
 
+/// The collector alone, in this process, on the first container: microseconds per
+/// `Sampler::sample()` (cgroup and interfaces), and per cgroup read alone.
+async fn in_process_sample_cost(
+    _state_dir: std::path::PathBuf,
+    client: &mut wharf_api::ApiClient<tonic::transport::Channel>,
+) -> (f64, f64) {
+    let state = client
+        .state(wharf_api::StateRequest {})
+        .await
+        .expect("State")
+        .into_inner();
+    let init = state
+        .containers
+        .iter()
+        .find_map(|c| c.processes.first().map(|p| p.pid))
+        .expect("a container");
+    let cgroup = wharf_stats_collector::cgroup_of(init).expect("the init's cgroup");
+    let runs = 1000;
+    let per_run = |init: Option<u32>| {
+        let sampler = wharf_stats_collector::Sampler::new(&cgroup, init).expect("a sampler");
+        let started = Instant::now();
+        for _ in 0..runs {
+            sampler.sample().expect("a sample");
+        }
+        started.elapsed().as_secs_f64() * 1e6 / runs as f64
+    };
+    (per_run(Some(init)), per_run(None))
+}
+
 /// `runc events --stats` on a raw container, `calls` times; CPU time per call.
 fn runc_events_per_call(calls: usize) -> Duration {
     let work = tempfile::tempdir().unwrap();
@@ -140,6 +169,8 @@ async fn main() {
             .await
             .expect("CreateContainer");
     }
+    let (sample_us, cgroup_us) =
+        in_process_sample_cost(daemon.state_dir.clone(), &mut client).await;
     let mut processes = vec![daemon.pid()];
     processes.extend(daemon.shim_pids());
     let window = Duration::from_secs(args.seconds);
@@ -227,6 +258,9 @@ async fn main() {
         sampling_share * 100.0
     );
     println!(
+        "  in-process Sampler::sample()      {sample_us:>7.0} us per sample ({cgroup_us:.0} us of it the cgroup)"
+    );
+    println!(
         "  runc events --stats [baseline]    {:>7.2} ms CPU per call; {} calls/s = {:.1} % of a core",
         runc_call.as_secs_f64() * 1e3,
         args.containers,
@@ -240,6 +274,8 @@ async fn main() {
         "streaming_core_share": streaming_share,
         "sampling_core_share": sampling_share,
         "sampling_us_per_sample": per_sample_us,
+        "in_process_sample_us": sample_us,
+        "in_process_cgroup_us": cgroup_us,
         "runc_events_ms_per_call": runc_call.as_secs_f64() * 1e3,
         "runc_events_core_share_same_rate": runc_share,
     });
