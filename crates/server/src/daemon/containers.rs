@@ -62,6 +62,9 @@ pub(crate) struct Daemon<E> {
     machine: api::Machine,
     /// Pump tasks still running: a container's last event is out when its pump ends.
     pumps: watch::Sender<usize>,
+    /// Set when the daemon stops leaving containers running: a shim connection that ends
+    /// then is the daemon going away, not the shim.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -301,6 +304,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             journal,
             machine,
             pumps: watch::Sender::new(0),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -717,6 +721,11 @@ impl<E: DaemonExecutor> Daemon<E> {
         loop {
             let event = match events.message().await {
                 Ok(Some(event)) => event,
+                Ok(None) | Err(_) if self.leaving.load(std::sync::atomic::Ordering::SeqCst) => {
+                    // Our connections close as the daemon exits; the shim lives on and the
+                    // next daemon takes it over.
+                    return;
+                }
                 Ok(None) | Err(_) => {
                     self.shim_lost(&container, &mut shim_process, false).await;
                     return;
@@ -951,6 +960,13 @@ impl<E: DaemonExecutor> Daemon<E> {
         container.lock().paused = paused;
         self.publish(kind, &container.id, 0, 0);
         Ok(())
+    }
+
+    /// The daemon is about to exit, leaving its containers to their shims: from now on a
+    /// shim connection that ends is no sign that the shim died.
+    pub(crate) fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops every container: SIGTERM to each init, SIGKILL to what still runs after

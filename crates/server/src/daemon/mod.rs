@@ -131,6 +131,7 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
             } else {
                 tracing::info!("stopping; containers keep running under their shims");
             }
+            daemon.leave();
             // Open Events streams would hold graceful shutdown forever: end them.
             daemon.journal.close();
             stopping.cancel();
