@@ -88,7 +88,6 @@ fn children_cpu() -> Duration {
 /// The collector alone, in this process, on the first container: microseconds per
 /// `Sampler::sample()` (cgroup and interfaces), and per cgroup read alone.
 async fn in_process_sample_cost(
-    _state_dir: std::path::PathBuf,
     client: &mut wharf_api::ApiClient<tonic::transport::Channel>,
 ) -> (f64, f64) {
     let state = client
@@ -169,8 +168,7 @@ async fn main() {
             .await
             .expect("CreateContainer");
     }
-    let (sample_us, cgroup_us) =
-        in_process_sample_cost(daemon.state_dir.clone(), &mut client).await;
+    let (sample_us, cgroup_us) = in_process_sample_cost(&mut client).await;
     let mut processes = vec![daemon.pid()];
     processes.extend(daemon.shim_pids());
     let window = Duration::from_secs(args.seconds);

@@ -2,16 +2,18 @@
 //!
 //! The first stream of a container starts its sampler: a task that reads the container's
 //! cgroup and its init's interfaces once per interval (`wharf-stats-collector`) and puts
-//! the latest sample in a `watch` channel. Every stream sends each sample it sees: one that
-//! reads slowly skips samples and never holds the sampler up. The sampler stops when the
-//! container is gone (its streams then end with OK) or when no stream is left.
+//! the latest sample in a `watch` channel, whose only sender it holds. Every stream sends
+//! each sample it sees: one that reads slowly skips samples and never holds the sampler up.
+//! The sampler stops when the container is gone (its streams then end with OK) or when no
+//! stream is left.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use wharf_api as api;
@@ -42,7 +44,7 @@ impl StatsFeed {
         init: u32,
         interval: Duration,
     ) -> Pin<Box<dyn Stream<Item = Result<api::Stats, Status>> + Send>> {
-        let mut samples = {
+        let samples = {
             let mut sampler = self.sampler.lock().unwrap_or_else(|p| p.into_inner());
             match sampler.as_ref() {
                 // A clone sees the current sample, if there is one, as new.
@@ -61,25 +63,11 @@ impl StatsFeed {
                 }
             }
         };
-        let ended = self.ended.clone();
-        Box::pin(async_stream(move |mut stream| async move {
-            loop {
-                tokio::select! {
-                    changed = samples.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = ended.cancelled() => return,
-                }
-                let latest = samples.borrow_and_update().clone();
-                if let Some(stats) = latest
-                    && !stream.send((*stats).clone()).await
-                {
-                    return;
-                }
-            }
-        }))
+        // The sampler task holds the only sender: when it stops (the container is gone),
+        // every stream ends, with OK.
+        Box::pin(
+            WatchStream::new(samples).filter_map(|latest| latest.map(|stats| Ok((*stats).clone()))),
+        )
     }
 }
 
@@ -125,27 +113,6 @@ async fn sample_loop(
                 tracing::warn!(container_id = %container, error = %err, "sampling the container");
             }
         }
-    }
-}
-
-/// A minimal generator: `body` gets a sender and the stream yields what it sends.
-fn async_stream<F, Fut>(body: F) -> impl Stream<Item = Result<api::Stats, Status>> + Send
-where
-    F: FnOnce(Yield) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(body(Yield(sender)));
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
-}
-
-/// The sending half of [`async_stream`].
-struct Yield(tokio::sync::mpsc::Sender<Result<api::Stats, Status>>);
-
-impl Yield {
-    /// Sends `stats`; false once the stream's reader is gone.
-    async fn send(&mut self, stats: api::Stats) -> bool {
-        self.0.send(Ok(stats)).await.is_ok()
     }
 }
 
