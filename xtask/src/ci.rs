@@ -8,6 +8,11 @@ use anyhow::Result;
 use crate::{cargo, codegen, run, setup};
 
 pub(crate) fn run_ci(root: &Path) -> Result<()> {
+    // A CI build is never rebuilt incrementally; its incremental caches only cost
+    // disk (2 GB of a fresh build). Every cargo below inherits this.
+    // SAFETY: single-threaded here, before any child process or thread starts.
+    unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
+    report_free_disk(root);
     setup::run_setup(root)?;
     step("cargo fmt --check");
     run(Command::new(cargo())
@@ -50,6 +55,24 @@ pub(crate) fn run_ci(root: &Path) -> Result<()> {
         .current_dir(root))?;
     eprintln!("ci: all checks passed");
     Ok(())
+}
+
+/// A full CI build takes a few GB under `target/`; say how much room there is so a
+/// "No space left on device" from rustc is explained at the top of the log.
+fn report_free_disk(root: &Path) {
+    match rustix::fs::statvfs(root) {
+        Ok(fs) => {
+            let free_gib = (fs.f_bavail * fs.f_frsize) as f64 / f64::from(1u32 << 30);
+            eprintln!(
+                "ci: {free_gib:.1} GiB free on the disk holding {}",
+                root.display()
+            );
+            if free_gib < 6.0 {
+                eprintln!("ci: warning: a full build needs about 6 GiB; it may run out of space");
+            }
+        }
+        Err(err) => eprintln!("ci: cannot tell free disk space: {err}"),
+    }
 }
 
 fn step(name: &str) {
