@@ -81,6 +81,31 @@ pub(crate) fn run(root: &Path, check: bool) -> Result<()> {
     Ok(())
 }
 
+/// `METHOD_PATHS`: the request path of every method of the services `proto` declares, so
+/// a server can tell its own methods from any other path (metrics label by them).
+fn method_paths(fds: &prost_types::FileDescriptorSet, proto: &str) -> String {
+    let mut paths = Vec::new();
+    for file in fds.file.iter().filter(|f| f.name() == proto) {
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!(
+                    "\"/{}.{}/{}\"",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    if paths.is_empty() {
+        return String::new();
+    }
+    format!(
+        "/// The request path (`/package.Service/Method`) of every method this package's services serve.\npub const METHOD_PATHS: &[&str] = &[{}];\n",
+        paths.join(", ")
+    )
+}
+
 fn generate(root: &Path, target: &Target) -> Result<String> {
     let proto_dir = root.join("proto");
     let includes: [PathBuf; 2] = [proto_dir.clone(), proto_dir.join("vendor")];
@@ -88,6 +113,7 @@ fn generate(root: &Path, target: &Target) -> Result<String> {
         .map_err(|err| anyhow::anyhow!("{err:?}"))
         .with_context(|| format!("parsing proto/{}", target.proto))?;
 
+    let method_paths = method_paths(&fds, target.proto);
     let out = tempfile::tempdir()?;
     let mut builder = tonic_prost_build::configure();
     if target.serde {
@@ -102,8 +128,9 @@ fn generate(root: &Path, target: &Target) -> Result<String> {
         .with_context(|| format!("generating code for proto/{}", target.proto))?;
 
     let path = out.path().join(target.generated_name);
-    let code = fs::read_to_string(&path)
+    let mut code = fs::read_to_string(&path)
         .with_context(|| format!("reading generated {}", path.display()))?;
+    code.push_str(&method_paths);
     // prost formats with prettyplease already; parse once more so the output is stable
     // whatever prost's own formatting settings are.
     let file = syn::parse_file(&code).context("parsing generated code")?;

@@ -43,7 +43,7 @@ pub use generated::types::*;
 pub mod v1 {
     pub use super::generated::wharf::v1::events_client::EventsClient;
     pub use super::generated::wharf::v1::events_server::{Events, EventsServer};
-    pub use super::generated::wharf::v1::{JournaledEvent, SubscribeRequest};
+    pub use super::generated::wharf::v1::{JournaledEvent, METHOD_PATHS, SubscribeRequest};
 
     /// The gRPC service name.
     pub const EVENTS_SERVICE_NAME: &str = "wharf.v1.Events";

@@ -35,9 +35,9 @@ mod generated_control {
 
 /// wharf's additions to the shim API (`wharf.shim.v1.Control`), served on the same socket.
 pub mod control {
-    pub use super::generated_control::KillRequest;
     pub use super::generated_control::control_client::ControlClient;
     pub use super::generated_control::control_server::{Control, ControlServer};
+    pub use super::generated_control::{KillRequest, METHOD_PATHS};
 
     /// The gRPC service name.
     pub const SERVICE_NAME: &str = "wharf.shim.v1.Control";

@@ -1512,3 +1512,16 @@ pub mod api_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The request path (`/package.Service/Method`) of every method this package's services serve.
+pub const METHOD_PATHS: &[&str] = &[
+    "/types.API/CreateContainer",
+    "/types.API/UpdateContainer",
+    "/types.API/Signal",
+    "/types.API/AddProcess",
+    "/types.API/CreateCheckpoint",
+    "/types.API/DeleteCheckpoint",
+    "/types.API/ListCheckpoint",
+    "/types.API/State",
+    "/types.API/Events",
+    "/types.API/GetStats",
+];

@@ -323,3 +323,5 @@ pub mod events_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The request path (`/package.Service/Method`) of every method this package's services serve.
+pub const METHOD_PATHS: &[&str] = &["/wharf.v1.Events/Subscribe"];

@@ -1038,3 +1038,15 @@ pub mod shim_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The request path (`/package.Service/Method`) of every method this package's services serve.
+pub const METHOD_PATHS: &[&str] = &[
+    "/containerd.shim.v1.Shim/Create",
+    "/containerd.shim.v1.Shim/Start",
+    "/containerd.shim.v1.Shim/Delete",
+    "/containerd.shim.v1.Shim/Exec",
+    "/containerd.shim.v1.Shim/Pty",
+    "/containerd.shim.v1.Shim/Events",
+    "/containerd.shim.v1.Shim/State",
+    "/containerd.shim.v1.Shim/Pause",
+    "/containerd.shim.v1.Shim/Resume",
+];

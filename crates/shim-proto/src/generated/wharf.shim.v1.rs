@@ -367,3 +367,8 @@ pub mod control_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+/// The request path (`/package.Service/Method`) of every method this package's services serve.
+pub const METHOD_PATHS: &[&str] = &[
+    "/wharf.shim.v1.Control/Kill",
+    "/wharf.shim.v1.Control/Shutdown",
+];
