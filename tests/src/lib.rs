@@ -25,6 +25,7 @@ pub fn executors(#[case] executor: ExecutorKind) {}
 pub mod bundle;
 pub mod daemon;
 pub mod fifo;
+pub mod metrics;
 pub mod pty;
 pub mod shim;
 pub mod system;

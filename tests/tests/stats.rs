@@ -312,7 +312,17 @@ async fn the_cli_prints_a_row_or_a_json_line_per_sample(#[case] executor: Execut
 async fn an_oom_kill_is_an_oom_event_before_the_exit_137(#[case] executor: ExecutorKind) {
     use wharf_executor::oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
     require_containers!();
-    let mut daemon = daemon(executor).await;
+    let metrics = wharf_tests::metrics::free_address();
+    let mut daemon = DaemonFixture::start_with(
+        executor,
+        &[
+            "--stats-interval",
+            "100",
+            "--metrics-address",
+            &metrics.to_string(),
+        ],
+    )
+    .await;
     let id = "st-oom";
     // `tail` keeps the last 100 MB of an endless input: it grows until the kernel kills it.
     let bundle = Bundle::with(id, &["tail", "-c", "100000000", "/dev/zero"], |spec| {
@@ -344,6 +354,9 @@ async fn an_oom_kill_is_an_oom_event_before_the_exit_137(#[case] executor: Execu
         Some(&("exit".to_owned(), 137)),
         "the exit comes last, 137: {seen:?}"
     );
+    let scrape = wharf_tests::metrics::scrape(metrics).await;
+    let ooms = wharf_tests::metrics::value(&scrape, "wharf_container_ooms_total");
+    assert!(ooms >= Some(1.0), "OOM kills counted: {scrape}");
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }

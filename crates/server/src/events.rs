@@ -57,6 +57,15 @@ impl<T: Clone> EventHub<T> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// How many streams are open now.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.lock()
+            .subscribers
+            .iter()
+            .filter(|s| !s.tx.is_closed())
+            .count()
+    }
+
     /// Sends `event` to every open stream, or keeps it for the next one.
     pub(crate) fn publish(&self, event: T) {
         let mut hub = self.lock();

@@ -53,6 +53,17 @@ enum Command {
     },
     /// Print the daemon's state: the machine and every container with its processes.
     State,
+    /// Print the daemon's Prometheus metrics (a scrape of its metrics address).
+    Metrics {
+        /// Where wharfd serves metrics (its `--metrics-address`).
+        #[arg(
+            long,
+            env = "WHARF_METRICS_ADDRESS",
+            default_value = "127.0.0.1:9323",
+            value_name = "ADDR"
+        )]
+        metrics_address: std::net::SocketAddr,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -206,6 +217,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State => state(&cli).await,
+        Command::Metrics { metrics_address } => metrics(*metrics_address).await,
         Command::Events { since: None } => events(&cli).await,
         Command::Events { since: Some(seq) } => journaled_events(&cli, *seq).await,
         Command::Containers { command } => match command.as_ref().unwrap_or(&Containers::List) {
@@ -254,6 +266,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Containers::Stats { id, count } => stats(&cli, id, *count).await,
         },
     }
+}
+
+async fn metrics(address: std::net::SocketAddr) -> Result<ExitCode> {
+    use http_body_util::BodyExt;
+    let unreachable = || {
+        format!(
+            "cannot reach wharfd's metrics at {address} (is wharfd started with --metrics-address {address}?)"
+        )
+    };
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(unreachable)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(unreachable)?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, address.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .context("building the request")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("GET http://{address}/metrics"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading http://{address}/metrics"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(anyhow!(
+            "GET http://{address}/metrics answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    std::io::stdout()
+        .write_all(&body)
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn stats(cli: &Cli, id: &str, count: Option<u64>) -> Result<ExitCode> {

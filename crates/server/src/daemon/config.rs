@@ -66,6 +66,10 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     /// How often `GetStats` samples a container, in milliseconds.
     pub stats_interval_ms: u64,
+    /// Where to serve Prometheus metrics over HTTP (`/metrics`), e.g. `127.0.0.1:9323`;
+    /// none by default. Anyone who can reach it sees every container's id and usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             stop_containers_on_exit: false,
             stop_timeout_secs: 10,
             stats_interval_ms: 1000,
+            metrics_address: None,
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct ConfigFlags {
     /// Milliseconds between two samples of a GetStats stream.
     #[arg(long, value_name = "MS")]
     pub stats_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Configuration file (TOML) [default: /etc/wharf/wharfd.toml if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -183,6 +191,9 @@ impl Config {
         }
         if let Some(interval) = flags.stats_interval {
             config.stats_interval_ms = interval;
+        }
+        if let Some(address) = flags.metrics_address {
+            config.metrics_address = Some(address);
         }
         config.resolve_relative_paths()?;
         Ok(config)

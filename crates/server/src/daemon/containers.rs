@@ -114,6 +114,16 @@ impl Container {
         self.lock().paused
     }
 
+    /// Whether the container's shim process is alive.
+    pub(crate) fn shim_alive(&self) -> bool {
+        self.shim_identity.liveness() == Liveness::Alive
+    }
+
+    /// What the container uses now, for its metrics.
+    pub(crate) fn usage(&self) -> Option<super::metrics::Usage> {
+        self.stats.usage(self.id.as_str(), self.init.pid)
+    }
+
     /// The init, then the execs in start order.
     pub(crate) fn processes(&self) -> Vec<ProcessRecord> {
         let inner = self.lock();
@@ -402,8 +412,11 @@ impl<E: DaemonExecutor> Daemon<E> {
             containers.insert(request.id.clone(), Slot::Creating);
         }
         let id = request.id.clone();
+        let started = std::time::Instant::now();
         match self.launch(request, &spec, terminal).await {
             Ok((container, shim)) => {
+                metrics::histogram!(super::metrics::name::CONTAINER_START_DURATION)
+                    .record(started.elapsed().as_secs_f64());
                 let pid = container.init.pid;
                 fault_point("create:recorded");
                 self.adopt(container, shim, Vec::new());
@@ -734,6 +747,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             match event.r#type() {
                 shim::EventType::Create => {}
                 shim::EventType::Start => {
+                    metrics::counter!(super::metrics::name::CONTAINER_STARTS).increment(1);
                     self.journal.publish(api::Event {
                         r#type: event_type::START_CONTAINER.to_owned(),
                         id: id.to_string(),
@@ -745,7 +759,10 @@ impl<E: DaemonExecutor> Daemon<E> {
                 shim::EventType::ExecAdded => {
                     self.publish(event_type::START_PROCESS, &id, event.pid, 0)
                 }
-                shim::EventType::Oom => self.publish(event_type::OOM, &id, 0, 0),
+                shim::EventType::Oom => {
+                    metrics::counter!(super::metrics::name::CONTAINER_OOMS).increment(1);
+                    self.publish(event_type::OOM, &id, 0, 0);
+                }
                 shim::EventType::Exit if event.pid == container.init.pid => {
                     self.finish(&container, &mut shim_process, Some(event.exit_status))
                         .await;
@@ -860,7 +877,10 @@ impl<E: DaemonExecutor> Daemon<E> {
         }
     }
 
+    /// The container is over (its init exited, or it was lost with its shim): called once
+    /// per container.
     fn forget(&self, container: &Container) {
+        metrics::counter!(super::metrics::name::CONTAINER_EXITS).increment(1);
         container.stats.end();
         if let Err(err) = std::fs::remove_dir_all(&container.state_dir)
             && err.kind() != std::io::ErrorKind::NotFound

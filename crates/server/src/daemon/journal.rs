@@ -229,6 +229,11 @@ impl Journal {
         })
     }
 
+    /// Open Events streams, of `types.API` and `wharf.v1` together.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.api.open_streams() + self.journaled.open_streams()
+    }
+
     /// Ends every stream: the daemon is stopping.
     pub(crate) fn close(&self) {
         self.api.close();

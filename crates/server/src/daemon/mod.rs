@@ -6,6 +6,7 @@ mod containers;
 pub(crate) mod front;
 mod journal;
 mod listener;
+pub(crate) mod metrics;
 mod record;
 mod recovery;
 mod service;
@@ -78,6 +79,10 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
     let listener = listener::bind(&config.listen)?;
     listener
         .set_nonblocking(true)
@@ -103,6 +108,11 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
     }
     journal.open_replay_window(Duration::from_secs(config.replay_window_secs));
     let listen = config.listen.clone();
+    // Before the first container is taken over, so its counters count.
+    let metrics_handle = metrics_listener
+        .is_some()
+        .then(metrics::install)
+        .transpose()?;
     let (stop_containers, stop_timeout) = (
         config.stop_containers_on_exit,
         Duration::from_secs(config.stop_timeout_secs),
@@ -115,6 +125,14 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
     health.set_serving::<api::ApiServer<ApiHandler<E>>>().await;
 
     let stopping = tokio_util::sync::CancellationToken::new();
+    if let (Some(listener), Some(handle)) = (metrics_listener, metrics_handle) {
+        tokio::spawn(metrics::serve(
+            listener,
+            handle,
+            daemon.clone(),
+            stopping.clone(),
+        ));
+    }
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -138,6 +156,7 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
         }
     });
     let server = tonic::transport::Server::builder()
+        .layer(metrics::RpcMetricsLayer)
         .add_service(health_service)
         .add_service(api::ApiServer::new(ApiHandler(daemon.clone())))
         .add_service(api::v1::EventsServer::new(EventsHandler(daemon)))

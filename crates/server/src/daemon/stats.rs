@@ -19,6 +19,8 @@ use tonic::Status;
 use wharf_api as api;
 use wharf_stats_collector::{BlkioEntry, ErrorKind, Sample, Sampler};
 
+use super::metrics::Usage;
+
 /// The latest sample of a container, `None` before the first.
 type Latest = Option<Arc<api::Stats>>;
 
@@ -28,9 +30,45 @@ type Latest = Option<Arc<api::Stats>>;
 pub(crate) struct StatsFeed {
     sampler: Mutex<Option<watch::Receiver<Latest>>>,
     ended: CancellationToken,
+    /// The metrics scrape's sampler (no network), made at the first scrape and kept.
+    usage: Mutex<Option<Sampler>>,
 }
 
 impl StatsFeed {
+    /// What the container whose init is `init` uses now, for its metrics; `None` once it
+    /// is gone or when its cgroup cannot be read (logged).
+    pub(crate) fn usage(&self, container: &str, init: u32) -> Option<Usage> {
+        if self.ended.is_cancelled() {
+            return None;
+        }
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let sampler = match usage.as_mut() {
+            Some(sampler) => sampler,
+            None => {
+                let made = wharf_stats_collector::cgroup_of(init)
+                    .and_then(|cgroup| Sampler::new(&cgroup, None));
+                match made {
+                    Ok(sampler) => usage.insert(sampler),
+                    Err(err) => {
+                        tracing::debug!(container_id = %container, error = %err, "no usage metrics");
+                        return None;
+                    }
+                }
+            }
+        };
+        match sampler.sample() {
+            Ok(sample) => Some(Usage {
+                cpu_ns: sample.cpu.total_ns,
+                memory_bytes: sample.memory.usage.usage,
+                pids: sample.pids.current,
+            }),
+            Err(err) => {
+                tracing::debug!(container_id = %container, error = %err, "no usage metrics");
+                None
+            }
+        }
+    }
+
     /// The container is gone: its sampler stops and its streams end.
     pub(crate) fn end(&self) {
         self.ended.cancel();
