@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod codegen;
+mod criu;
 mod demo;
 mod setup;
 

