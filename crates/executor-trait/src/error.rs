@@ -18,6 +18,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The runtime did not answer in time.
     DeadlineExceeded,
+    /// This executor cannot do the operation (e.g. restore without a restore API).
+    Unsupported,
     /// Anything else: a runtime failure, an I/O error.
     Internal,
 }
@@ -67,6 +69,12 @@ pub enum Error {
         /// The deadline that passed.
         timeout: Duration,
     },
+    /// The executor does not support the operation.
+    #[error("{message}")]
+    Unsupported {
+        /// What is not supported, naming the executor and the container.
+        message: String,
+    },
     /// An I/O operation of the executor itself failed.
     #[error("{context}")]
     Io {
@@ -87,6 +95,7 @@ impl Error {
             Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             Error::Runtime { kind, .. } => *kind,
             Error::Timeout { .. } => ErrorKind::DeadlineExceeded,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -40,6 +40,45 @@ pub struct CreateRequest {
     pub no_pivot: bool,
 }
 
+/// How CRIU dumps or restores a container (the flags of `types.Checkpoint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CriuOptions {
+    /// Keep the container running after the dump (checkpoint only).
+    pub leave_running: bool,
+    /// Allow established TCP connections.
+    pub tcp_established: bool,
+    /// Allow unix sockets connected outside the container.
+    pub external_unix_sockets: bool,
+    /// Allow a process attached to a terminal session (a shell job).
+    pub shell_job: bool,
+}
+
+/// What [`Executor::checkpoint`] needs.
+#[derive(Debug, Clone)]
+pub struct CheckpointRequest {
+    /// The container to dump.
+    pub id: ContainerId,
+    /// An existing, empty directory for the images.
+    pub image_dir: PathBuf,
+    /// An existing directory for CRIU's log (`dump.log`) and work files.
+    pub work_dir: PathBuf,
+    /// How to dump.
+    pub options: CriuOptions,
+}
+
+/// What [`Executor::restore`] needs: a create whose init comes from images.
+#[derive(Debug)]
+pub struct RestoreRequest {
+    /// The container to make, as for [`Executor::create`] (the bundle it was dumped from).
+    pub create: CreateRequest,
+    /// The images a [`Executor::checkpoint`] wrote.
+    pub image_dir: PathBuf,
+    /// An existing directory for CRIU's log (`restore.log`) and work files.
+    pub work_dir: PathBuf,
+    /// How to restore (the flags given at the dump; `leave_running` is ignored).
+    pub options: CriuOptions,
+}
+
 /// What [`Executor::exec`] needs.
 #[derive(Debug)]
 pub struct ExecRequest {
@@ -192,4 +231,37 @@ pub trait Executor: Send + Sync + 'static {
     /// # Errors
     /// `NotFound`.
     fn processes(&self, id: &ContainerId) -> impl Future<Output = Result<Vec<Pid>, Error>> + Send;
+
+    /// Dumps the container's processes with CRIU into `req.image_dir`; unless
+    /// `leave_running`, they are killed after the dump (their exits are seen by their reaper
+    /// as usual).
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` if it is not running; `Internal` with CRIU's error
+    /// lines when the dump fails; `Unsupported` (the default) where the executor cannot.
+    fn checkpoint(&self, req: CheckpointRequest) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            Err(Error::Unsupported {
+                message: format!("this executor cannot checkpoint container {}", req.id),
+            })
+        }
+    }
+
+    /// Creates the container from `req.create` with its processes restored from images,
+    /// running (no [`Executor::start`]). The init is the caller's child or is re-parented to
+    /// it (a subreaper), like a created one.
+    ///
+    /// # Errors
+    /// As [`Executor::create`]; `Internal` with CRIU's error lines when the restore fails;
+    /// `Unsupported` (the default) where the executor cannot.
+    fn restore(
+        &self,
+        req: RestoreRequest,
+    ) -> impl Future<Output = Result<NewProcess, Error>> + Send {
+        async move {
+            Err(Error::Unsupported {
+                message: format!("this executor cannot restore container {}", req.create.id),
+            })
+        }
+    }
 }

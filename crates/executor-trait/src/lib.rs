@@ -27,8 +27,8 @@ pub mod support;
 
 pub use error::{Error, ErrorKind};
 pub use executor::{
-    ContainerState, ContainerStatus, CreateRequest, DeleteMode, ExecRequest, Executor, KillScope,
-    NewProcess, Stdio, StdioFds,
+    CheckpointRequest, ContainerState, ContainerStatus, CreateRequest, CriuOptions, DeleteMode,
+    ExecRequest, Executor, KillScope, NewProcess, RestoreRequest, Stdio, StdioFds,
 };
 pub use exit::ExitStatus;
 pub use id::{ContainerId, ExecId, InvalidId, InvalidSignal, MAX_ID_LEN, Pid, Signal};

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use wharf_executor::{ContainerId, DeleteMode, KillScope, Signal};
+use wharf_executor::{ContainerId, CriuOptions, DeleteMode, KillScope, Signal};
 
 /// One runtime command: its subcommand name (for messages) and its arguments after the
 /// global flags.
@@ -70,6 +70,56 @@ pub(crate) fn create(
         .opt("--console-socket", console_socket)
         .arg_if(no_pivot, "--no-pivot")
         .id(id)
+}
+
+/// The flags of a CRIU dump or restore.
+fn criu_flags(
+    sub: Subcommand,
+    image_dir: &Path,
+    work_dir: &Path,
+    options: &CriuOptions,
+) -> Subcommand {
+    sub.arg("--image-path")
+        .arg(image_dir)
+        .arg("--work-path")
+        .arg(work_dir)
+        .arg_if(options.tcp_established, "--tcp-established")
+        .arg_if(options.external_unix_sockets, "--ext-unix-sk")
+        .arg_if(options.shell_job, "--shell-job")
+}
+
+pub(crate) fn checkpoint(
+    id: &ContainerId,
+    image_dir: &Path,
+    work_dir: &Path,
+    options: &CriuOptions,
+) -> Subcommand {
+    criu_flags(Subcommand::new("checkpoint"), image_dir, work_dir, options)
+        .arg_if(options.leave_running, "--leave-running")
+        .id(id)
+}
+
+/// `restore --detach`: the restored init runs once the command returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restore(
+    id: &ContainerId,
+    bundle: &Path,
+    pid_file: &Path,
+    console_socket: Option<&Path>,
+    no_pivot: bool,
+    image_dir: &Path,
+    work_dir: &Path,
+    options: &CriuOptions,
+) -> Subcommand {
+    let sub = Subcommand::new("restore")
+        .arg("--detach")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(pid_file)
+        .opt("--console-socket", console_socket)
+        .arg_if(no_pivot, "--no-pivot");
+    criu_flags(sub, image_dir, work_dir, options).id(id)
 }
 
 pub(crate) fn start(id: &ContainerId) -> Subcommand {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use wharf_executor::{
-    ContainerId, ContainerState, CreateRequest, DeleteMode, Error, ErrorKind, ExecRequest,
-    Executor, ExitStatus, KillScope, NewProcess, Pid, ProcessMonitor, Signal, Stdio, StdioFds,
-    TokioMonitor,
+    CheckpointRequest, ContainerId, ContainerState, CreateRequest, DeleteMode, Error, ErrorKind,
+    ExecRequest, Executor, ExitStatus, KillScope, NewProcess, Pid, ProcessMonitor, RestoreRequest,
+    Signal, Stdio, StdioFds, TokioMonitor,
 };
 
 use crate::command::{self, Subcommand};
@@ -34,6 +34,9 @@ pub struct Config {
     pub scratch_dir: PathBuf,
     /// Deadline of every runtime command; a command still running then is killed.
     pub command_timeout: Duration,
+    /// The CRIU binary `checkpoint` and `restore` use (runc's `--criu`); `None`: the
+    /// runtime's default (`criu` in `PATH`).
+    pub criu: Option<PathBuf>,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             root: root.into(),
             scratch_dir: std::env::temp_dir(),
             command_timeout: Duration::from_secs(60),
+            criu: None,
         }
     }
 }
@@ -118,9 +122,13 @@ impl RuncExecutor {
         let command_name = self.command_name(&sub);
         let log = scratch.join("log.json");
         let mut command = std::process::Command::new(&self.config.runtime);
-        command
-            .args(command::global_args(&self.config.root, &log))
-            .args(&sub.args);
+        command.args(command::global_args(&self.config.root, &log));
+        if matches!(sub.name, "checkpoint" | "restore")
+            && let Some(criu) = &self.config.criu
+        {
+            command.arg("--criu").arg(criu);
+        }
+        command.args(&sub.args);
         // glibc's posix_spawn would leave its signals 32 and 33 ignored in the runtime, and
         // so in the container's processes.
         // SAFETY: the hook only makes system calls, which is allowed between fork and exec.
@@ -454,5 +462,48 @@ impl Executor for RuncExecutor {
             message,
             kind: ErrorKind::Internal,
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %req.id))]
+    async fn checkpoint(&self, req: CheckpointRequest) -> Result<(), Error> {
+        let scratch = self.scratch(&req.id)?;
+        let sub = command::checkpoint(&req.id, &req.image_dir, &req.work_dir, &req.options);
+        self.run(&req.id, sub, scratch.path(), CommandStdio::Captured)
+            .await?;
+        tracing::info!(
+            leave_running = req.options.leave_running,
+            "container checkpointed"
+        );
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %req.create.id))]
+    async fn restore(&self, req: RestoreRequest) -> Result<NewProcess, Error> {
+        let create = req.create;
+        support::bundle_config(&create.bundle)?;
+        let scratch = self.scratch(&create.id)?;
+        let (id, bundle, no_pivot) = (create.id, create.bundle, create.no_pivot);
+        let (image_dir, work_dir, options) = (req.image_dir, req.work_dir, req.options);
+        let result = self
+            .run_for_process(&id, scratch.path(), create.stdio, |pid_file, console| {
+                command::restore(
+                    &id, &bundle, pid_file, console, no_pivot, &image_dir, &work_dir, &options,
+                )
+            })
+            .await;
+        match result {
+            Ok(process) => {
+                tracing::info!(pid = process.pid.get(), "container restored");
+                Ok(process)
+            }
+            Err(err) => {
+                if err.kind() != ErrorKind::AlreadyExists
+                    && let Err(cleanup) = self.delete(&id, DeleteMode::Force).await
+                {
+                    tracing::warn!(error = %cleanup, "cleaning up after a failed restore");
+                }
+                Err(err)
+            }
+        }
     }
 }

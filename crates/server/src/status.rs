@@ -11,6 +11,7 @@ pub fn from_executor(err: &wharf_executor::Error) -> Status {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Unsupported => Code::Unimplemented,
         ErrorKind::Internal => Code::Internal,
     };
     Status::new(code, error_chain(err))
