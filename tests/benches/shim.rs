@@ -229,6 +229,7 @@ async fn main() {
         executor: ExecutorKind::Runc,
         executor_root: runc_root.clone(),
         default_runtime: "runc".into(),
+        criu: wharf_server::daemon::config::DEFAULT_CRIU_PATH.into(),
         debug: false,
         json_logs: false,
     };

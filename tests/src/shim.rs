@@ -60,6 +60,7 @@ impl ShimFixture {
             executor,
             executor_root: executor_root.clone(),
             default_runtime: "runc".into(),
+            criu: wharf_server::daemon::config::DEFAULT_CRIU_PATH.into(),
             debug: true,
             json_logs: false,
         };

@@ -22,6 +22,8 @@ pub struct ShimOptions {
     pub executor_root: PathBuf,
     /// The runtime binary for containers whose `Create` names none (runc executor).
     pub default_runtime: PathBuf,
+    /// The CRIU binary for checkpoints and restores.
+    pub criu: PathBuf,
     /// Log at debug level.
     pub debug: bool,
     /// Log as JSON lines.
@@ -60,6 +62,8 @@ pub fn spawn_shim(options: &ShimOptions, state_dir: &Path) -> io::Result<Spawned
         .arg(&options.executor_root)
         .arg("--runtime")
         .arg(&options.default_runtime)
+        .arg("--criu")
+        .arg(&options.criu)
         .current_dir(state_dir)
         .process_group(0)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))

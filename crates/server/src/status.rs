@@ -17,6 +17,18 @@ pub fn from_executor(err: &wharf_executor::Error) -> Status {
     Status::new(code, error_chain(err))
 }
 
+/// The gRPC status for a checkpoint store error.
+pub fn from_checkpoint(err: &wharf_criu_checkpoint::Error) -> Status {
+    use wharf_criu_checkpoint::ErrorKind;
+    let code = match err.kind() {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Internal => Code::Internal,
+    };
+    Status::new(code, error_chain(err))
+}
+
 /// A status from a shim, with `context` (naming the container) in front of its message and
 /// its code kept.
 pub fn from_shim(context: impl std::fmt::Display, status: Status) -> Status {

@@ -37,7 +37,9 @@ mod generated_control {
 pub mod control {
     pub use super::generated_control::control_client::ControlClient;
     pub use super::generated_control::control_server::{Control, ControlServer};
-    pub use super::generated_control::{KillRequest, METHOD_PATHS};
+    pub use super::generated_control::{
+        CheckpointRequest, CriuOptions, KillRequest, METHOD_PATHS, RestoreRequest, RestoreResponse,
+    };
 
     /// The gRPC service name.
     pub const SERVICE_NAME: &str = "wharf.shim.v1.Control";

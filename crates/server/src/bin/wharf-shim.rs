@@ -30,6 +30,9 @@ struct Args {
     /// The runtime binary for a Create that names none (runc executor).
     #[arg(long, default_value = "runc")]
     runtime: PathBuf,
+    /// The CRIU binary for checkpoints and restores.
+    #[arg(long, default_value = wharf_server::daemon::config::DEFAULT_CRIU_PATH)]
+    criu: PathBuf,
     /// Serve on the listening socket passed as stdin (as `wharfd` does) instead of binding
     /// `./shim.sock`.
     #[arg(long)]
@@ -80,6 +83,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
         default_runtime: args.runtime,
         state_dir,
         command_timeout: Duration::from_secs(args.command_timeout),
+        criu: args.criu,
         exit_flush_timeout: Duration::from_secs(10),
     };
     // One thread: the shim is small, and a single-threaded process is what forking

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<Containers>,
     },
+    /// List, make and delete checkpoints of a container (CRIU).
+    Checkpoints {
+        #[command(subcommand)]
+        command: Checkpoints,
+    },
     /// Print events as they happen, until interrupted.
     Events {
         /// Replay the journaled events after this sequence number first (0: all kept), and
@@ -72,6 +77,41 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum Checkpoints {
+    /// The checkpoints of a container's bundle, with their flags.
+    List {
+        /// The container's id.
+        id: String,
+    },
+    /// Checkpoint a running container (it keeps running unless --exit).
+    Create {
+        /// The container's id.
+        id: String,
+        /// The checkpoint's name (a directory under <bundle>/checkpoints/).
+        name: String,
+        /// Stop the container after the dump.
+        #[arg(long)]
+        exit: bool,
+        /// Allow established TCP connections.
+        #[arg(long)]
+        tcp: bool,
+        /// Allow external unix sockets.
+        #[arg(long)]
+        unix_sockets: bool,
+        /// Allow shell jobs.
+        #[arg(long)]
+        shell: bool,
+    },
+    /// Delete a checkpoint.
+    Delete {
+        /// The container's id.
+        id: String,
+        /// The checkpoint's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Containers {
     /// List running containers.
     List,
@@ -85,6 +125,9 @@ enum Containers {
         /// raw) and exit with the container's exit status.
         #[arg(short, long)]
         attach: bool,
+        /// Restore from this checkpoint of the bundle instead of starting its process.
+        #[arg(long, value_name = "NAME")]
+        checkpoint: Option<String>,
     },
     /// Run a process in a running container; print its pid.
     Exec {
@@ -217,12 +260,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State => state(&cli).await,
+        Command::Checkpoints { command } => checkpoints(&cli, command).await,
         Command::Metrics { metrics_address } => metrics(*metrics_address).await,
         Command::Events { since: None } => events(&cli).await,
         Command::Events { since: Some(seq) } => journaled_events(&cli, *seq).await,
         Command::Containers { command } => match command.as_ref().unwrap_or(&Containers::List) {
             Containers::List => list(&cli).await,
-            Containers::Start { id, bundle, attach } => start(&cli, id, bundle, *attach).await,
+            Containers::Start {
+                id,
+                bundle,
+                attach,
+                checkpoint,
+            } => start(&cli, id, bundle, *attach, checkpoint.as_deref()).await,
             Containers::Exec {
                 id,
                 attach,
@@ -538,6 +587,69 @@ fn format_time(unix_nanos: i64) -> String {
     format!("{h:02}:{m:02}:{s:02}.{ms:03}")
 }
 
+async fn checkpoints(cli: &Cli, command: &Checkpoints) -> Result<ExitCode> {
+    let mut client = connect(cli).await?;
+    match command {
+        Checkpoints::List { id } => {
+            let checkpoints = client
+                .list_checkpoint(wharf_api::ListCheckpointRequest { id: id.clone() })
+                .await
+                .map_err(rpc_error)?
+                .into_inner()
+                .checkpoints;
+            if cli.json {
+                for checkpoint in &checkpoints {
+                    print_json(checkpoint)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::new(["NAME", "EXIT", "TCP", "UNIX-SOCKETS", "SHELL"]);
+            for c in &checkpoints {
+                table.row([
+                    c.name.clone(),
+                    c.exit.to_string(),
+                    c.tcp.to_string(),
+                    c.unix_sockets.to_string(),
+                    c.shell.to_string(),
+                ]);
+            }
+            print!("{table}");
+        }
+        Checkpoints::Create {
+            id,
+            name,
+            exit,
+            tcp,
+            unix_sockets,
+            shell,
+        } => {
+            client
+                .create_checkpoint(wharf_api::CreateCheckpointRequest {
+                    id: id.clone(),
+                    checkpoint: Some(wharf_api::Checkpoint {
+                        name: name.clone(),
+                        exit: *exit,
+                        tcp: *tcp,
+                        unix_sockets: *unix_sockets,
+                        shell: *shell,
+                    }),
+                })
+                .await
+                .map_err(rpc_error)?;
+        }
+        Checkpoints::Delete { id, name } => {
+            client
+                .delete_checkpoint(wharf_api::DeleteCheckpointRequest {
+                    id: id.clone(),
+                    name: name.clone(),
+                })
+                .await
+                .map_err(rpc_error)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn update(cli: &Cli, id: &str, status: &str) -> Result<ExitCode> {
     let request = UpdateContainerRequest {
         id: id.to_owned(),
@@ -561,13 +673,20 @@ fn print_pid(cli: &Cli, pid: u32) -> Result<()> {
     }
 }
 
-async fn start(cli: &Cli, id: &str, bundle: &std::path::Path, attach: bool) -> Result<ExitCode> {
+async fn start(
+    cli: &Cli,
+    id: &str,
+    bundle: &std::path::Path,
+    attach: bool,
+    checkpoint: Option<&str>,
+) -> Result<ExitCode> {
     let bundle =
         std::path::absolute(bundle).with_context(|| format!("resolving {}", bundle.display()))?;
     let mut client = connect(cli).await?;
     let mut request = CreateContainerRequest {
         id: id.to_owned(),
         bundle_path: bundle.display().to_string(),
+        checkpoint: checkpoint.unwrap_or_default().to_owned(),
         ..CreateContainerRequest::default()
     };
     let session = if attach {

@@ -10,6 +10,9 @@ use crate::logging::LogFormat;
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharfd.toml";
 
+/// Where `cargo xtask setup` installs CRIU 4 (Debian 12's 3.17 fails on recent kernels).
+pub const DEFAULT_CRIU_PATH: &str = "/usr/local/sbin/criu";
+
 /// Which executor runs containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +69,8 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     /// How often `GetStats` samples a container, in milliseconds.
     pub stats_interval_ms: u64,
+    /// The CRIU binary for checkpoints and restores.
+    pub criu_path: PathBuf,
     /// Where to serve Prometheus metrics over HTTP (`/metrics`), e.g. `127.0.0.1:9323`;
     /// none by default. Anyone who can reach it sees every container's id and usage.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +93,7 @@ impl Default for Config {
             stop_containers_on_exit: false,
             stop_timeout_secs: 10,
             stats_interval_ms: 1000,
+            criu_path: PathBuf::from(DEFAULT_CRIU_PATH),
             metrics_address: None,
         }
     }
@@ -136,6 +142,9 @@ pub struct ConfigFlags {
     /// Milliseconds between two samples of a GetStats stream.
     #[arg(long, value_name = "MS")]
     pub stats_interval: Option<u64>,
+    /// The CRIU binary for checkpoints and restores.
+    #[arg(long, value_name = "BIN")]
+    pub criu_path: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323).
     #[arg(long, value_name = "ADDR")]
     pub metrics_address: Option<std::net::SocketAddr>,
@@ -191,6 +200,9 @@ impl Config {
         }
         if let Some(interval) = flags.stats_interval {
             config.stats_interval_ms = interval;
+        }
+        if let Some(criu) = &flags.criu_path {
+            config.criu_path.clone_from(criu);
         }
         if let Some(address) = flags.metrics_address {
             config.metrics_address = Some(address);

@@ -42,6 +42,7 @@ pub(crate) mod event_type {
     pub(crate) const PAUSE: &str = "pause";
     pub(crate) const RESUME: &str = "resume";
     pub(crate) const OOM: &str = "oom";
+    pub(crate) const CHECKPOINT: &str = "checkpoint";
 }
 
 /// Exit status reported when how a process ended cannot be known (its pid was reused, or
@@ -112,6 +113,11 @@ impl Container {
 
     pub(crate) fn is_paused(&self) -> bool {
         self.lock().paused
+    }
+
+    /// The checkpoints of the container's bundle.
+    pub(crate) fn checkpoints(&self) -> wharf_criu_checkpoint::Store {
+        wharf_criu_checkpoint::Store::new(Path::new(&self.bundle))
     }
 
     /// Whether the container's shim process is alive.
@@ -231,6 +237,102 @@ pub(crate) struct NewContainer {
     pub(crate) stdout: String,
     pub(crate) stderr: String,
     pub(crate) console: String,
+    /// Restore from this checkpoint of the bundle instead of starting the bundle's process.
+    pub(crate) checkpoint: Option<Checkpoint>,
+}
+
+/// Restores the container through its shim from checkpoint `checkpoint` of `bundle`, with
+/// the flags it was made with; CRIU's work files go to a directory of the container's
+/// state, removed after, whose log's errors a failure carries.
+async fn restore(
+    control: &mut ControlClient<Channel>,
+    bundle: &Path,
+    state_dir: &Path,
+    checkpoint: &Checkpoint,
+    create: shim::CreateRequest,
+) -> Result<u32, Status> {
+    let id = create.id.clone();
+    let images = wharf_criu_checkpoint::Store::new(bundle)
+        .images(&checkpoint.name)
+        .map_err(|err| crate::status::from_checkpoint(&err))?;
+    let work = CriuWork::new(state_dir, "restore")?;
+    let restored = control
+        .restore(shim::control::RestoreRequest {
+            id: create.id,
+            bundle: create.bundle,
+            runtime: create.runtime,
+            no_pivot: create.no_pivot,
+            terminal: create.terminal,
+            stdin: create.stdin,
+            stdout: create.stdout,
+            stderr: create.stderr,
+            image_path: images.display().to_string(),
+            work_path: work.dir.display().to_string(),
+            options: Some(criu_options(&checkpoint.flags, false)),
+        })
+        .await;
+    match restored {
+        Ok(response) => Ok(response.into_inner().pid),
+        Err(status) => Err(work.explain(
+            from_shim(
+                format!(
+                    "restoring container {id} from checkpoint {}",
+                    checkpoint.name
+                ),
+                status,
+            ),
+            "restore.log",
+        )),
+    }
+}
+
+/// A checkpoint of a container's bundle, as recorded.
+pub(crate) type Checkpoint = wharf_criu_checkpoint::Checkpoint;
+
+fn criu_options(
+    flags: &wharf_criu_checkpoint::Flags,
+    leave_running: bool,
+) -> shim::control::CriuOptions {
+    shim::control::CriuOptions {
+        leave_running,
+        tcp_established: flags.tcp,
+        external_unix_sockets: flags.unix_sockets,
+        shell_job: flags.shell,
+    }
+}
+
+/// CRIU's work directory for one dump or restore, in the container's state directory;
+/// removed when dropped.
+struct CriuWork {
+    dir: PathBuf,
+}
+
+impl CriuWork {
+    fn new(state_dir: &Path, what: &str) -> Result<Self, Status> {
+        let dir = state_dir.join(format!("criu-{what}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir)
+            .map_err(|err| Status::internal(format!("creating {}: {err}", dir.display())))?;
+        Ok(Self { dir })
+    }
+
+    /// `status` with the error lines of CRIU's `log` appended.
+    fn explain(&self, status: Status, log: &str) -> Status {
+        let lines = wharf_criu_checkpoint::criu_error_lines(&self.dir.join(log), 5);
+        if lines.is_empty() {
+            return status;
+        }
+        Status::new(
+            status.code(),
+            format!("{}; CRIU: {}", status.message(), lines.join("; ")),
+        )
+    }
+}
+
+impl Drop for CriuWork {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The request fields of an `AddProcess`, validated.
@@ -303,6 +405,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             executor: config.executor,
             executor_root: config.executor_root(),
             default_runtime: config.runtime.clone(),
+            criu: config.criu_path.clone(),
             debug: config.debug,
             json_logs: config.log_format == crate::logging::LogFormat::Json,
         };
@@ -499,28 +602,44 @@ impl<E: DaemonExecutor> Daemon<E> {
         } else {
             (request.console.clone(), request.console)
         };
-        let created = client
-            .create(shim::CreateRequest {
-                id: id.to_string(),
-                bundle: request.bundle.display().to_string(),
-                runtime: String::new(),
-                no_pivot: false,
-                terminal,
-                stdin,
-                stdout,
-                stderr: request.stderr,
-            })
-            .await;
+        let create = shim::CreateRequest {
+            id: id.to_string(),
+            bundle: request.bundle.display().to_string(),
+            runtime: String::new(),
+            no_pivot: false,
+            terminal,
+            stdin,
+            stdout,
+            stderr: request.stderr,
+        };
+        let restoring = request.checkpoint.is_some();
+        let created = match &request.checkpoint {
+            None => client
+                .create(create)
+                .await
+                .map(|r| r.into_inner().pid)
+                .map_err(|status| from_shim(format!("creating container {id}"), status)),
+            Some(checkpoint) => {
+                restore(
+                    &mut control.clone(),
+                    &request.bundle,
+                    &state_dir,
+                    checkpoint,
+                    create,
+                )
+                .await
+            }
+        };
         let pid = match created {
-            Ok(response) => response.into_inner().pid,
+            Ok(pid) => pid,
             Err(status) => {
                 self.abandon(id, &socket, &mut shim_process, None, &state_dir)
                     .await;
-                return Err(from_shim(format!("creating container {id}"), status));
+                return Err(status);
             }
         };
         fault_point("create:created");
-        if let Err(status) = client.start(shim::StartRequest {}).await {
+        if !restoring && let Err(status) = client.start(shim::StartRequest {}).await {
             self.abandon(id, &socket, &mut shim_process, Some(pid), &state_dir)
                 .await;
             return Err(from_shim(format!("starting container {id}"), status));
@@ -893,6 +1012,56 @@ impl<E: DaemonExecutor> Daemon<E> {
         {
             containers.remove(&container.id);
         }
+    }
+
+    /// Dumps `container` into a new checkpoint of its bundle; publishes a `checkpoint`
+    /// event once it is whole. A failed dump leaves no checkpoint directory.
+    pub(crate) async fn checkpoint(
+        &self,
+        container: &Container,
+        request: api::Checkpoint,
+    ) -> Result<(), Status> {
+        let flags = wharf_criu_checkpoint::Flags {
+            exit: request.exit,
+            tcp: request.tcp,
+            unix_sockets: request.unix_sockets,
+            shell: request.shell,
+        };
+        let store = container.checkpoints();
+        let pending = store
+            .begin(&request.name, flags)
+            .map_err(|err| crate::status::from_checkpoint(&err))?;
+        let work = CriuWork::new(&container.state_dir, "dump")?;
+        let dumped = container
+            .control
+            .clone()
+            .checkpoint(shim::control::CheckpointRequest {
+                image_path: pending.image_dir().display().to_string(),
+                work_path: work.dir.display().to_string(),
+                options: Some(criu_options(&flags, !request.exit)),
+            })
+            .await;
+        if let Err(status) = dumped {
+            let status = from_shim(
+                format!(
+                    "checkpointing container {} as {}",
+                    container.id, request.name
+                ),
+                status,
+            );
+            return Err(work.explain(status, "dump.log"));
+        }
+        let made = pending
+            .commit()
+            .map_err(|err| crate::status::from_checkpoint(&err))?;
+        tracing::info!(container_id = %container.id, checkpoint = %made.name, exit = flags.exit, "checkpointed");
+        self.journal.publish(api::Event {
+            r#type: event_type::CHECKPOINT.to_owned(),
+            id: container.id.to_string(),
+            checkpoint: Some(request),
+            ..api::Event::default()
+        });
+        Ok(())
     }
 
     /// Starts an extra process in a running container; returns its pid.

@@ -56,17 +56,7 @@ fn absolute_path(what: &str, path: &str) -> Result<PathBuf, Status> {
 
 /// Checks a checkpoint name: it becomes a directory under the bundle.
 fn checkpoint_name(name: &str) -> Result<(), Status> {
-    if name.is_empty() {
-        return Err(Status::invalid_argument(
-            "checkpoint name must not be empty",
-        ));
-    }
-    if name.contains('/') || name.contains("..") || name == "." {
-        return Err(Status::invalid_argument(format!(
-            "checkpoint name {name:?} must not contain `/` or `..`"
-        )));
-    }
-    Ok(())
+    wharf_criu_checkpoint::validate_name(name).map_err(|err| crate::status::from_checkpoint(&err))
 }
 
 /// Runs `work` in its own task: a client that goes away mid-request cannot leave a
@@ -88,13 +78,14 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
         let req = request.into_inner();
         let id = container_id(&req.id)?;
         let bundle = absolute_path("bundlePath", &req.bundle_path)?;
-        if !req.checkpoint.is_empty() {
-            checkpoint_name(&req.checkpoint)?;
-            return Err(Status::unimplemented(format!(
-                "restoring container {id} from checkpoint {} is not implemented yet",
-                req.checkpoint
-            )));
-        }
+        let checkpoint = if req.checkpoint.is_empty() {
+            None
+        } else {
+            let found = wharf_criu_checkpoint::Store::new(&bundle)
+                .get(&req.checkpoint)
+                .map_err(|err| crate::status::from_checkpoint(&err))?;
+            Some(found)
+        };
         let daemon = self.0.clone();
         let new = NewContainer {
             id,
@@ -103,6 +94,7 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
             stdout: req.stdout,
             stderr: req.stderr,
             console: req.console,
+            checkpoint,
         };
         let pid = detached(async move { daemon.create(new).await }).await?;
         Ok(Response::new(api::CreateContainerResponse { pid }))
@@ -200,10 +192,9 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
             .ok_or_else(|| Status::invalid_argument("checkpoint must be given"))?;
         checkpoint_name(&checkpoint.name)?;
         let container = self.0.container(&req.id)?;
-        Err(Status::unimplemented(format!(
-            "checkpointing container {} is not implemented yet",
-            container.id
-        )))
+        let daemon = self.0.clone();
+        detached(async move { daemon.checkpoint(&container, checkpoint).await }).await?;
+        Ok(Response::new(api::CreateCheckpointResponse {}))
     }
 
     async fn delete_checkpoint(
@@ -214,10 +205,11 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
         container_id(&req.id)?;
         checkpoint_name(&req.name)?;
         let container = self.0.container(&req.id)?;
-        Err(Status::unimplemented(format!(
-            "checkpoints of container {} are not implemented yet",
-            container.id
-        )))
+        container
+            .checkpoints()
+            .delete(&req.name)
+            .map_err(|err| crate::status::from_checkpoint(&err))?;
+        Ok(Response::new(api::DeleteCheckpointResponse {}))
     }
 
     async fn list_checkpoint(
@@ -225,10 +217,20 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
         request: Request<api::ListCheckpointRequest>,
     ) -> Result<Response<api::ListCheckpointResponse>, Status> {
         let container = self.0.container(&request.get_ref().id)?;
-        Err(Status::unimplemented(format!(
-            "checkpoints of container {} are not implemented yet",
-            container.id
-        )))
+        let checkpoints = container
+            .checkpoints()
+            .list()
+            .map_err(|err| crate::status::from_checkpoint(&err))?
+            .into_iter()
+            .map(|c| api::Checkpoint {
+                name: c.name,
+                exit: c.flags.exit,
+                tcp: c.flags.tcp,
+                unix_sockets: c.flags.unix_sockets,
+                shell: c.flags.shell,
+            })
+            .collect();
+        Ok(Response::new(api::ListCheckpointResponse { checkpoints }))
     }
 
     async fn state(

@@ -63,6 +63,7 @@ impl ShimExecutor for RuncExecutor {
                 root: config.executor_root.clone(),
                 scratch_dir: config.state_dir.clone(),
                 command_timeout: config.command_timeout,
+                criu: Some(config.criu.clone()),
             },
             monitor,
         ))

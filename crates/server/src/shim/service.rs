@@ -42,6 +42,8 @@ pub struct ShimConfig {
     pub state_dir: PathBuf,
     /// Deadline of each runtime command.
     pub command_timeout: Duration,
+    /// The CRIU binary for checkpoints and restores.
+    pub criu: PathBuf,
     /// How long an exited process's output may take to be written out before its exit is
     /// published anyway (a reader that never reads).
     pub exit_flush_timeout: Duration,
@@ -414,6 +416,7 @@ impl<E: ShimExecutor> ShimService<E> {
     async fn create(
         self: Arc<Self>,
         req: proto::CreateRequest,
+        restore: Option<FromImages>,
     ) -> Result<proto::CreateResponse, Status> {
         let id = ContainerId::new(req.id.as_str())
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
@@ -440,7 +443,7 @@ impl<E: ShimExecutor> ShimService<E> {
                 }
             }
         }
-        let result = self.create_container(id, bundle, req).await;
+        let result = self.create_container(id, bundle, req, restore).await;
         if result.is_err() {
             self.lock().phase = Phase::Empty;
         }
@@ -452,6 +455,7 @@ impl<E: ShimExecutor> ShimService<E> {
         id: ContainerId,
         bundle: PathBuf,
         req: proto::CreateRequest,
+        restore: Option<FromImages>,
     ) -> Result<proto::CreateResponse, Status> {
         let config_path = bundle.join("config.json");
         let spec = Spec::load(&config_path).map_err(|err| {
@@ -485,15 +489,27 @@ impl<E: ShimExecutor> ShimService<E> {
         let (stdio, prepared) = PreparedIo::open(&paths)?;
 
         let registration = Registration::new(self);
-        let created = executor
-            .create(ExecutorCreate {
-                id: id.clone(),
-                bundle: bundle.clone(),
-                stdio,
-                no_pivot: req.no_pivot,
-            })
-            .await
-            .map_err(|err| from_executor(&err))?;
+        let create = ExecutorCreate {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            stdio,
+            no_pivot: req.no_pivot,
+        };
+        let restored = restore.is_some();
+        let created = match restore {
+            None => executor.create(create).await,
+            Some(images) => {
+                executor
+                    .restore(wharf_executor::RestoreRequest {
+                        create,
+                        image_dir: images.image_dir,
+                        work_dir: images.work_dir,
+                        options: images.options,
+                    })
+                    .await
+            }
+        }
+        .map_err(|err| from_executor(&err))?;
         let pid = created.pid;
         let io = match prepared.start(created.console) {
             Ok(io) => io,
@@ -535,10 +551,49 @@ impl<E: ShimExecutor> ShimService<E> {
             let mut state = self.lock();
             state.phase = Phase::Created(container);
             self.publish(&id, proto::EventType::Create, pid, None);
+            if restored {
+                // Restored processes run already: the container is started.
+                state.started = true;
+                self.publish(&id, proto::EventType::Start, pid, None);
+            }
             self.register(&mut state, pid, true, io);
         }
         drop(registration);
         Ok(proto::CreateResponse { pid: pid.get() })
+    }
+
+    /// Dumps the running container with CRIU.
+    async fn checkpoint(self: Arc<Self>, req: control::CheckpointRequest) -> Result<(), Status> {
+        let container = self.container()?;
+        {
+            let state = self.lock();
+            if !state.started {
+                return Err(container.refuse("is not started"));
+            }
+            if state.init_exited(container.init_pid) {
+                return Err(container.refuse("has exited"));
+            }
+        }
+        let (image_dir, work_dir) = (
+            PathBuf::from(&req.image_path),
+            PathBuf::from(&req.work_path),
+        );
+        if !image_dir.is_absolute() || !work_dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "image path {:?} and work path {:?} must be absolute",
+                req.image_path, req.work_path
+            )));
+        }
+        container
+            .executor
+            .checkpoint(wharf_executor::CheckpointRequest {
+                id: container.id.clone(),
+                image_dir,
+                work_dir,
+                options: criu_options(req.options.as_ref()),
+            })
+            .await
+            .map_err(|err| from_executor(&err))
     }
 
     async fn start(self: Arc<Self>) -> Result<(), Status> {
@@ -966,7 +1021,7 @@ impl<E: ShimExecutor> proto::Shim for ShimHandler<E> {
         request: Request<proto::CreateRequest>,
     ) -> Result<Response<proto::CreateResponse>, Status> {
         let this = self.0.clone();
-        self.detached(this.create(request.into_inner()))
+        self.detached(this.create(request.into_inner(), None))
             .await
             .map(Response::new)
     }
@@ -1030,8 +1085,72 @@ impl<E: ShimExecutor> proto::Shim for ShimHandler<E> {
     }
 }
 
+/// Where a restored container's images are, and how to restore them.
+#[derive(Debug)]
+struct FromImages {
+    image_dir: PathBuf,
+    work_dir: PathBuf,
+    options: wharf_executor::CriuOptions,
+}
+
+fn criu_options(options: Option<&control::CriuOptions>) -> wharf_executor::CriuOptions {
+    let options = options.copied().unwrap_or_default();
+    wharf_executor::CriuOptions {
+        leave_running: options.leave_running,
+        tcp_established: options.tcp_established,
+        external_unix_sockets: options.external_unix_sockets,
+        shell_job: options.shell_job,
+    }
+}
+
 #[tonic::async_trait]
 impl<E: ShimExecutor> control::Control for ShimHandler<E> {
+    async fn restore(
+        &self,
+        request: Request<control::RestoreRequest>,
+    ) -> Result<Response<control::RestoreResponse>, Status> {
+        let req = request.into_inner();
+        let (image_dir, work_dir) = (
+            PathBuf::from(&req.image_path),
+            PathBuf::from(&req.work_path),
+        );
+        if !image_dir.is_absolute() || !work_dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "image path {:?} and work path {:?} must be absolute",
+                req.image_path, req.work_path
+            )));
+        }
+        let images = FromImages {
+            image_dir,
+            work_dir,
+            options: criu_options(req.options.as_ref()),
+        };
+        let create = proto::CreateRequest {
+            id: req.id,
+            bundle: req.bundle,
+            runtime: req.runtime,
+            no_pivot: req.no_pivot,
+            terminal: req.terminal,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        };
+        let this = self.0.clone();
+        self.detached(this.create(create, Some(images)))
+            .await
+            .map(|created| Response::new(control::RestoreResponse { pid: created.pid }))
+    }
+
+    async fn checkpoint(
+        &self,
+        request: Request<control::CheckpointRequest>,
+    ) -> Result<Response<()>, Status> {
+        let this = self.0.clone();
+        self.detached(this.checkpoint(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
     async fn kill(&self, request: Request<KillRequest>) -> Result<Response<()>, Status> {
         let this = self.0.clone();
         self.detached(this.kill(request.into_inner()))
