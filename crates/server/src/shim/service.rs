@@ -574,16 +574,7 @@ impl<E: ShimExecutor> ShimService<E> {
                 return Err(container.refuse("has exited"));
             }
         }
-        let (image_dir, work_dir) = (
-            PathBuf::from(&req.image_path),
-            PathBuf::from(&req.work_path),
-        );
-        if !image_dir.is_absolute() || !work_dir.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "image path {:?} and work path {:?} must be absolute",
-                req.image_path, req.work_path
-            )));
-        }
+        let (image_dir, work_dir) = criu_dirs(&req.image_path, &req.work_path)?;
         container
             .executor
             .checkpoint(wharf_executor::CheckpointRequest {
@@ -1093,6 +1084,17 @@ struct FromImages {
     options: wharf_executor::CriuOptions,
 }
 
+/// The image and work directories of a dump or restore, which must be absolute.
+fn criu_dirs(image_path: &str, work_path: &str) -> Result<(PathBuf, PathBuf), Status> {
+    let (image_dir, work_dir) = (PathBuf::from(image_path), PathBuf::from(work_path));
+    if !image_dir.is_absolute() || !work_dir.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "image path {image_path:?} and work path {work_path:?} must be absolute"
+        )));
+    }
+    Ok((image_dir, work_dir))
+}
+
 fn criu_options(options: Option<&control::CriuOptions>) -> wharf_executor::CriuOptions {
     let options = options.copied().unwrap_or_default();
     wharf_executor::CriuOptions {
@@ -1110,16 +1112,7 @@ impl<E: ShimExecutor> control::Control for ShimHandler<E> {
         request: Request<control::RestoreRequest>,
     ) -> Result<Response<control::RestoreResponse>, Status> {
         let req = request.into_inner();
-        let (image_dir, work_dir) = (
-            PathBuf::from(&req.image_path),
-            PathBuf::from(&req.work_path),
-        );
-        if !image_dir.is_absolute() || !work_dir.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "image path {:?} and work path {:?} must be absolute",
-                req.image_path, req.work_path
-            )));
-        }
+        let (image_dir, work_dir) = criu_dirs(&req.image_path, &req.work_path)?;
         let images = FromImages {
             image_dir,
             work_dir,
