@@ -14,6 +14,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use wharf_executor::console::ConsoleSocket;
 use wharf_executor::support;
+use wharf_executor::{CheckpointRequest, RestoreRequest};
 use wharf_executor::{
     ContainerId, ContainerState, ContainerStatus, CreateRequest, DeleteMode, Error, ErrorKind,
     ExecRequest, Executor, KillScope, NewProcess, Pid, Signal, Stdio,
@@ -21,7 +22,7 @@ use wharf_executor::{
 
 use crate::error::from_libcontainer;
 use crate::workload::ContainerWorkload;
-use crate::{bundle, loopback};
+use crate::{bundle, criu, loopback};
 
 /// How long a created process's terminal may take to arrive once libcontainer returned.
 /// It is sent before the process reports ready, so it is normally queued already.
@@ -39,6 +40,10 @@ pub struct Config {
     /// Where each operation's transient files go (console socket, exec process spec), in a
     /// fresh directory removed when it is done.
     pub scratch_dir: PathBuf,
+    /// The CRIU binary restores run. Dumps go through libcontainer, which runs the `criu`
+    /// found in `PATH`; with a path set here, a dump is refused unless `PATH` finds the
+    /// same file. `None`: `criu` from `PATH` for both.
+    pub criu: Option<PathBuf>,
 }
 
 impl Config {
@@ -49,6 +54,7 @@ impl Config {
             root: root.into(),
             cgroup_parent: PathBuf::from("/wharf"),
             scratch_dir: std::env::temp_dir(),
+            criu: None,
         }
     }
 }
@@ -113,20 +119,13 @@ impl LibcontainerExecutor {
             .with_root_path(&self.config.root)
             .map_err(|err| from_libcontainer(id, operation, err))?;
         Ok(match stdio {
-            Stdio::Fds(fds) => {
-                let sink = |fd| {
-                    discarding_sink(fd).map_err(|err| {
-                        Error::io(format!("opening /dev/zero for container {id}"), err)
-                    })
-                };
-                (
-                    builder
-                        .with_stdin(fds.stdin)
-                        .with_stdout(sink(fds.stdout)?)
-                        .with_stderr(sink(fds.stderr)?),
-                    None,
-                )
-            }
+            Stdio::Fds(fds) => (
+                builder
+                    .with_stdin(fds.stdin)
+                    .with_stdout(fds.stdout)
+                    .with_stderr(fds.stderr),
+                None,
+            ),
             Stdio::Terminal => {
                 let console = ConsoleSocket::bind(scratch).map_err(|err| {
                     Error::io(
@@ -183,6 +182,36 @@ impl LibcontainerExecutor {
         .map_err(|err| from_libcontainer(id, "cgroup", LibcontainerError::from(err)))
     }
 
+    /// Refuses a dump whose `criu` (libcontainer's: the one `PATH` finds) is not the
+    /// configured one.
+    fn check_dump_criu(&self, id: &ContainerId) -> Result<(), Error> {
+        let Some(configured) = &self.config.criu else {
+            return Ok(());
+        };
+        let on_path = std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join("criu"))
+                    .find(|candidate| candidate.is_file())
+            })
+            .and_then(|found| found.canonicalize().ok());
+        if on_path.is_some() && on_path == configured.canonicalize().ok() {
+            return Ok(());
+        }
+        Err(Error::Runtime {
+            id: id.clone(),
+            command: "libcontainer checkpoint".to_owned(),
+            message: format!(
+                "libcontainer dumps with the criu found in PATH ({}), not the configured {}; \
+                 put {} first in PATH",
+                on_path.map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+                configured.display(),
+                configured.parent().unwrap_or(Path::new("/")).display()
+            ),
+            kind: ErrorKind::FailedPrecondition,
+        })
+    }
+
     /// Builds the init and returns it with its terminal, after `create` checks.
     fn build_init(
         &self,
@@ -211,25 +240,6 @@ impl LibcontainerExecutor {
             })?;
         Ok((pid, console))
     }
-}
-
-/// An output descriptor libcontainer will leave writable: `/dev/zero` in place of
-/// `/dev/null`, which libcontainer 0.7 replaces with the container's `/dev/null` opened
-/// read-only (so every write would fail with EBADF). Writes to either are discarded.
-fn discarding_sink(fd: OwnedFd) -> io::Result<OwnedFd> {
-    let stat = rustix::fs::fstat(&fd)?;
-    let is_dev_null = rustix::fs::FileType::from_raw_mode(stat.st_mode)
-        == rustix::fs::FileType::CharacterDevice
-        && rustix::fs::major(stat.st_rdev) == 1
-        && rustix::fs::minor(stat.st_rdev) == 3;
-    if !is_dev_null {
-        return Ok(fd);
-    }
-    Ok(rustix::fs::open(
-        "/dev/zero",
-        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?)
 }
 
 /// Refuses to clone from a process with more than one thread (panics in debug builds): the
@@ -490,6 +500,67 @@ impl Executor for LibcontainerExecutor {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(container_id = %req.id))]
+    async fn checkpoint(&self, req: CheckpointRequest) -> Result<(), Error> {
+        let mut container = self.load(&req.id, "checkpoint")?;
+        self.check_dump_criu(&req.id)?;
+        criu::checkpoint(&mut container, &req)?;
+        tracing::info!(
+            leave_running = req.options.leave_running,
+            "container checkpointed"
+        );
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(container_id = %req.create.id))]
+    async fn restore(&self, req: RestoreRequest) -> Result<NewProcess, Error> {
+        let create = req.create;
+        let id = create.id.clone();
+        if self.container_dir(&id).exists() {
+            return Err(Error::AlreadyExists { id });
+        }
+        let Stdio::Fds(stdio) = create.stdio else {
+            return Err(Error::Unsupported {
+                message: format!(
+                    "the libcontainer executor cannot restore container {id} with a terminal"
+                ),
+            });
+        };
+        std::fs::create_dir_all(&self.config.root)
+            .map_err(|err| Error::io(format!("creating {}", self.config.root.display()), err))?;
+        let shadow = self.shadow_bundle_dir(&id);
+        let criu_path = self
+            .config
+            .criu
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("criu"));
+        let restored = bundle::prepare(&create.bundle, &id, &self.config.cgroup_parent, &shadow)
+            .and_then(|bundle| {
+                criu::restore(criu::Restore {
+                    id: &id,
+                    criu: &criu_path,
+                    bundle: &bundle.dir,
+                    container_dir: &self.container_dir(&id),
+                    stdio,
+                    image_dir: &req.image_dir,
+                    work_dir: &req.work_dir,
+                    options: req.options,
+                })
+            });
+        match restored {
+            Ok(pid) => {
+                tracing::info!(pid = pid.get(), "container restored");
+                Ok(NewProcess { pid, console: None })
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.remove(&id, DeleteMode::Force) {
+                    tracing::warn!(error = %cleanup, "cleaning up after a failed restore");
+                }
+                Err(err)
+            }
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(container_id = %id))]
     async fn processes(&self, id: &ContainerId) -> Result<Vec<Pid>, Error> {
         let container = self.load(id, "ps")?;
@@ -508,14 +579,6 @@ impl Executor for LibcontainerExecutor {
 mod tests {
     use super::*;
 
-    fn target(fd: &OwnedFd) -> PathBuf {
-        std::fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(fd)
-        ))
-        .unwrap()
-    }
-
     /// The test harness runs tests on their own threads: this process has several.
     #[test]
     fn a_multi_threaded_caller_is_refused() {
@@ -531,22 +594,5 @@ mod tests {
                 assert!(err.to_string().contains("single-threaded"), "{err}");
             }
         }
-    }
-
-    #[test]
-    fn dev_null_output_becomes_dev_zero_and_anything_else_stays() {
-        let null = OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .unwrap(),
-        );
-        assert_eq!(
-            target(&discarding_sink(null).unwrap()),
-            Path::new("/dev/zero")
-        );
-        let file = OwnedFd::from(tempfile::tempfile().unwrap());
-        let before = target(&file);
-        assert_eq!(target(&discarding_sink(file).unwrap()), before);
     }
 }

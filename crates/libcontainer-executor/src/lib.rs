@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod bundle;
+mod criu;
 mod error;
 mod executor;
 mod loopback;

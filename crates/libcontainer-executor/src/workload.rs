@@ -49,8 +49,46 @@ impl Executor for ContainerWorkload {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         signals::reset_dispositions(&[])
             .map_err(|err| ExecutorValidationError::ArgValidationError(err.to_string()))?;
+        // Best effort: a seccomp profile may forbid it, and the process must still run.
+        let _ = reopen_null_stdio();
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// Points every stdio descriptor that discards (the host's `/dev/null`, or the container's,
+/// which libcontainer 0.7 reopens read-only for an init, so that writes fail with `EBADF`;
+/// or `/dev/zero` as an output) at the container's `/dev/null`, open for reading and
+/// writing. A descriptor on a file of the container's own mounts is also one CRIU can dump.
+fn reopen_null_stdio() -> rustix::io::Result<()> {
+    use rustix::fs::{FileType, Mode, OFlags, fstat, major, minor};
+    let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let device = |stat: &rustix::fs::Stat| {
+        (FileType::from_raw_mode(stat.st_mode) == FileType::CharacterDevice)
+            .then(|| (major(stat.st_rdev), minor(stat.st_rdev)))
+    };
+    if device(&fstat(&null)?) != Some((1, 3)) {
+        return Ok(());
+    }
+    let stdio = [
+        (rustix::stdio::stdin(), false),
+        (rustix::stdio::stdout(), true),
+        (rustix::stdio::stderr(), true),
+    ];
+    for (index, (fd, output)) in stdio.into_iter().enumerate() {
+        let discards = match fstat(fd).ok().as_ref().and_then(device) {
+            Some((1, 3)) => true,
+            Some((1, 5)) => output,
+            _ => false,
+        };
+        if discards {
+            match index {
+                0 => rustix::stdio::dup2_stdin(&null)?,
+                1 => rustix::stdio::dup2_stdout(&null)?,
+                _ => rustix::stdio::dup2_stderr(&null)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Installs `seccomp` in this process. Its capabilities are dropped already, so the kernel

@@ -39,6 +39,14 @@ pub struct SpawnedShim {
     pub child: Child,
 }
 
+/// This process's `PATH` with `dir` first (`None` if `dir` is `None` or cannot be joined).
+fn path_with_first(dir: Option<&Path>) -> Option<std::ffi::OsString> {
+    let dir = dir.filter(|dir| !dir.as_os_str().is_empty())?;
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&rest));
+    std::env::join_paths(dirs).ok()
+}
+
 /// Starts a shim for the container whose state directory `state_dir` the caller created.
 ///
 /// The socket is bound here and handed to the shim as its stdin, so the caller can connect
@@ -69,6 +77,10 @@ pub fn spawn_shim(options: &ShimOptions, state_dir: &Path) -> io::Result<Spawned
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
+    // libcontainer dumps with the `criu` PATH finds: make it the configured one.
+    if let Some(path) = path_with_first(options.criu.parent()) {
+        command.env("PATH", path);
+    }
     if options.debug {
         command.arg("--debug");
     }

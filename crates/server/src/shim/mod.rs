@@ -87,6 +87,7 @@ impl ShimExecutor for LibcontainerExecutor {
         let mut executor_config =
             wharf_libcontainer_executor::Config::new(config.executor_root.clone());
         executor_config.scratch_dir.clone_from(&config.state_dir);
+        executor_config.criu = Some(config.criu.clone());
         Ok(LibcontainerExecutor::new(executor_config))
     }
 }
