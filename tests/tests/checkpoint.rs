@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
+use rstest::rstest;
+use rstest_reuse::apply;
 use wharf_api::{
-    Checkpoint, CreateCheckpointRequest, CreateContainerRequest, DeleteCheckpointRequest,
-    ListCheckpointRequest, SignalRequest,
+    AddProcessRequest, Checkpoint, CreateCheckpointRequest, CreateContainerRequest,
+    DeleteCheckpointRequest, ListCheckpointRequest, SignalRequest, StatsRequest,
+    UpdateContainerRequest,
 };
-use wharf_tests::ExecutorKind;
-use wharf_tests::bundle::Bundle;
+use wharf_tests::bundle::{Bundle, test_cgroup};
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::fifo::OutputFifo;
 use wharf_tests::require_containers;
 use wharf_tests::system::{skip_or_fail, wait_until};
+use wharf_tests::{ExecutorKind, executors};
 
 const CRIU: &str = wharf_server::daemon::config::DEFAULT_CRIU_PATH;
 
@@ -41,6 +44,18 @@ fn counted(output: &OutputFifo) -> Vec<u64> {
         .collect()
 }
 
+/// A shell loop printing 0, 1, 2... every 50 ms.
+fn counter_bundle(id: &str) -> Bundle {
+    Bundle::new(
+        id,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done",
+        ],
+    )
+}
+
 fn checkpoint(name: &str, exit: bool) -> Option<Checkpoint> {
     Some(Checkpoint {
         name: name.into(),
@@ -49,21 +64,17 @@ fn checkpoint(name: &str, exit: bool) -> Option<Checkpoint> {
     })
 }
 
+#[apply(executors)]
 #[tokio::test]
-async fn a_counter_checkpointed_with_exit_continues_where_it_stopped_when_restored() {
+async fn a_counter_checkpointed_with_exit_continues_where_it_stopped_when_restored(
+    #[case] executor: ExecutorKind,
+) {
     require_containers!();
     require_criu!();
-    let mut daemon = DaemonFixture::start(ExecutorKind::Runc).await;
+    let mut daemon = DaemonFixture::start(executor).await;
     let id = "cp-counter";
     daemon.track(id);
-    let bundle = Bundle::new(
-        id,
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done",
-        ],
-    );
+    let bundle = counter_bundle(id);
     // Fifos, as containerd's clients give: the shim pipes them, and CRIU dumps pipes (not
     // files outside the container's mounts).
     let before = OutputFifo::create(&daemon.scratch(), "before");
@@ -226,6 +237,57 @@ async fn a_counter_checkpointed_with_exit_continues_where_it_stopped_when_restor
         .expect("DeleteCheckpoint");
     assert!(!bundle.path().join("checkpoints/running").exists());
 
+    // Owned like a started container: in its cgroup, and exec, pause, stats work.
+    let cgroups = std::fs::read_to_string(format!("/proc/{restored}/cgroup"))
+        .expect("reading the restored init's cgroups");
+    assert!(
+        cgroups.contains(&test_cgroup(id)),
+        "the restored init is in the container's cgroup: {cgroups}"
+    );
+    let exec_out = OutputFifo::create(&daemon.scratch(), "exec");
+    let exec_pid = client
+        .add_process(AddProcessRequest {
+            id: id.into(),
+            args: vec!["echo".into(), "exec-ok".into()],
+            stdout: exec_out.path_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("AddProcess into the restored container")
+        .into_inner()
+        .pid;
+    assert_eq!(events.exit_status(id, exec_pid).await, 0);
+    exec_out.wait_eof(Duration::from_secs(10)).await;
+    assert_eq!(exec_out.text_now().trim(), "exec-ok");
+    let update = |status: &str| UpdateContainerRequest {
+        id: id.into(),
+        status: status.into(),
+        signal: 0,
+    };
+    client
+        .update_container(update("paused"))
+        .await
+        .expect("pausing the restored container");
+    client
+        .update_container(update("running"))
+        .await
+        .expect("resuming the restored container");
+    let sample = client
+        .get_stats(StatsRequest { id: id.into() })
+        .await
+        .expect("GetStats of the restored container")
+        .into_inner()
+        .message()
+        .await
+        .expect("a stats sample")
+        .expect("a stats sample");
+    let memory = sample
+        .cgroup_stats
+        .and_then(|c| c.memory_stats)
+        .and_then(|m| m.usage)
+        .map_or(0, |u| u.usage);
+    assert!(memory > 0, "the restored container's cgroup is sampled");
+
     // Monitored like a started container: its exit is reported.
     client
         .signal(SignalRequest {
@@ -245,38 +307,106 @@ async fn a_counter_checkpointed_with_exit_continues_where_it_stopped_when_restor
     daemon.stop().await;
 }
 
+/// The checkpoint outlives the daemon: dumped with `exit`, the daemon SIGKILLed and started
+/// again, the restore continues the count. A daemon running the other executor refuses the
+/// checkpoint (`FailedPrecondition`, naming the executor that made it) and starts nothing.
+#[rstest]
+#[case::runc(ExecutorKind::Runc, ExecutorKind::Runc)]
+#[case::libcontainer(ExecutorKind::Libcontainer, ExecutorKind::Libcontainer)]
+#[case::runc_refused_by_libcontainer(ExecutorKind::Runc, ExecutorKind::Libcontainer)]
+#[case::libcontainer_refused_by_runc(ExecutorKind::Libcontainer, ExecutorKind::Runc)]
 #[tokio::test]
-async fn the_libcontainer_executor_says_it_cannot_checkpoint_and_leaves_nothing() {
+async fn a_checkpoint_restores_after_the_daemon_restarts(
+    #[case] dumped_by: ExecutorKind,
+    #[case] restarted_with: ExecutorKind,
+) {
     require_containers!();
-    let mut daemon = DaemonFixture::start(ExecutorKind::Libcontainer).await;
-    let id = "cp-libcontainer";
+    require_criu!();
+    let mut daemon = DaemonFixture::start(dumped_by).await;
+    let id = "cp-restart";
     daemon.track(id);
-    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let bundle = counter_bundle(id);
+    let before = OutputFifo::create(&daemon.scratch(), "before");
+    let after = OutputFifo::create(&daemon.scratch(), "after");
+    let start = |stdout: &OutputFifo, checkpoint: &str| CreateContainerRequest {
+        id: id.into(),
+        bundle_path: bundle.path_string(),
+        stdout: stdout.path_string(),
+        checkpoint: checkpoint.into(),
+        ..Default::default()
+    };
     let mut events = daemon.events().await;
     let mut client = daemon.client();
-    let pid = client
-        .create_container(CreateContainerRequest {
-            id: id.into(),
-            bundle_path: bundle.path_string(),
-            ..Default::default()
-        })
+    let first = client
+        .create_container(start(&before, ""))
         .await
         .expect("CreateContainer")
         .into_inner()
         .pid;
-    let refused = client
+    wait_until("the counter to reach 5", Duration::from_secs(10), || {
+        counted(&before).len() >= 5
+    })
+    .await;
+    client
         .create_checkpoint(CreateCheckpointRequest {
             id: id.into(),
-            checkpoint: checkpoint("x", true),
+            checkpoint: checkpoint("kept", true),
         })
         .await
-        .expect_err("checkpoint under libcontainer");
-    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
-    assert!(refused.message().contains(id), "{refused:?}");
-    let left: Vec<_> = std::fs::read_dir(bundle.path().join("checkpoints"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "no partial checkpoint: {left:?}");
+        .expect("CreateCheckpoint with exit");
+    assert_eq!(events.exit_status(id, first).await, 137);
+    let stopped_at = *counted(&before).last().expect("counted before the dump");
+
+    daemon.kill9().await;
+    daemon.executor = restarted_with;
+    daemon.restart().await;
+    if restarted_with != dumped_by {
+        // The other executor's images: refused up front, nothing started.
+        let refused = daemon
+            .client()
+            .create_container(start(&after, "kept"))
+            .await
+            .expect_err("restoring another executor's checkpoint");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains(dumped_by.as_str()),
+            "names the executor that made it: {refused:?}"
+        );
+        daemon.kill9().await;
+        daemon.executor = dumped_by;
+        daemon.restart().await;
+    }
+    let mut events = daemon.events().await;
+    let mut client = daemon.client();
+    let restored = client
+        .create_container(start(&after, "kept"))
+        .await
+        .expect("CreateContainer from checkpoint kept after the restart")
+        .into_inner()
+        .pid;
+    wait_until(
+        "the restored counter to print",
+        Duration::from_secs(10),
+        || !counted(&after).is_empty(),
+    )
+    .await;
+    assert_eq!(
+        counted(&after)[0],
+        stopped_at + 1,
+        "the restored counter continues from {stopped_at}"
+    );
+    let listed = client
+        .list_checkpoint(ListCheckpointRequest { id: id.into() })
+        .await
+        .expect("ListCheckpoint of the restored container")
+        .into_inner()
+        .checkpoints;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].exit, "{listed:?}");
     client
         .signal(SignalRequest {
             id: id.into(),
@@ -284,7 +414,78 @@ async fn the_libcontainer_executor_says_it_cannot_checkpoint_and_leaves_nothing(
             signal: 9,
         })
         .await
-        .expect("the container still runs");
+        .expect("Signal the restored init");
+    assert_eq!(events.exit_status(id, restored).await, 137);
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}
+
+/// A dump CRIU cannot do (stdout is a regular file outside the container's mounts) fails
+/// with CRIU's own error lines, leaves no checkpoint and no work directory, and leaves the
+/// container running as it was.
+#[apply(executors)]
+#[tokio::test]
+async fn a_failed_dump_leaves_nothing_and_the_container_running(#[case] executor: ExecutorKind) {
+    require_containers!();
+    require_criu!();
+    let mut daemon = DaemonFixture::start(executor).await;
+    let id = "cp-fails";
+    daemon.track(id);
+    let bundle = counter_bundle(id);
+    let log = daemon.scratch().join("counter.log");
+    std::fs::write(&log, "").expect("creating the stdout file");
+    let mut events = daemon.events().await;
+    let mut client = daemon.client();
+    let pid = client
+        .create_container(CreateContainerRequest {
+            id: id.into(),
+            bundle_path: bundle.path_string(),
+            stdout: log.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .pid;
+    let failed = client
+        .create_checkpoint(CreateCheckpointRequest {
+            id: id.into(),
+            checkpoint: checkpoint("doomed", true),
+        })
+        .await
+        .expect_err("CRIU cannot dump a file outside the container's mounts");
+    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+    assert!(
+        failed.message().contains("CRIU: Error ("),
+        "carries CRIU's error lines: {failed:?}"
+    );
+    let partial: Vec<_> = std::fs::read_dir(bundle.path().join("checkpoints"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(partial.is_empty(), "no partial checkpoint: {partial:?}");
+    let container_dir = daemon.state_dir.join("containers").join(id);
+    let work: Vec<_> = std::fs::read_dir(&container_dir)
+        .expect("the container's state dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("criu-"))
+        .collect();
+    assert!(work.is_empty(), "no CRIU work dir left: {work:?}");
+    let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+    wait_until(
+        "the counter to go on after the failed dump",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&log).unwrap_or_default().len() > before + 4,
+    )
+    .await;
+    client
+        .signal(SignalRequest {
+            id: id.into(),
+            pid: 0,
+            signal: 9,
+        })
+        .await
+        .expect("Signal");
     assert_eq!(events.exit_status(id, pid).await, 137);
     daemon.assert_nothing_left().await;
     daemon.stop().await;

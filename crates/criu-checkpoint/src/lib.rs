@@ -119,6 +119,10 @@ pub struct Checkpoint {
     /// How it was made.
     #[serde(flatten)]
     pub flags: Flags,
+    /// What dumped it (for wharf, the executor's name), when recorded: images are not
+    /// always restorable by another runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumped_by: Option<String>,
 }
 
 /// Checks that `name` can name a checkpoint directory: not empty, no `/`, not `.` or `..`,
@@ -194,6 +198,7 @@ impl Store {
             staging,
             name: name.to_owned(),
             flags,
+            dumped_by: None,
             committed: false,
         })
     }
@@ -288,10 +293,18 @@ pub struct Pending {
     staging: PathBuf,
     name: String,
     flags: Flags,
+    dumped_by: Option<String>,
     committed: bool,
 }
 
 impl Pending {
+    /// Records what dumps it (see [`Checkpoint::dumped_by`]).
+    #[must_use]
+    pub fn dumped_by(mut self, dumper: impl Into<String>) -> Self {
+        self.dumped_by = Some(dumper.into());
+        self
+    }
+
     /// The (hidden) directory CRIU dumps into.
     pub fn image_dir(&self) -> &Path {
         &self.staging
@@ -308,6 +321,7 @@ impl Pending {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             flags: self.flags,
+            dumped_by: self.dumped_by.clone(),
         };
         let record = self.staging.join(RECORD);
         let json = serde_json::to_vec_pretty(&checkpoint)
@@ -387,11 +401,12 @@ mod tests {
             unix_sockets: false,
             shell: true,
         };
-        let pending = store.begin("one", flags).unwrap();
+        let pending = store.begin("one", flags).unwrap().dumped_by("runc");
         std::fs::write(pending.image_dir().join("core-1.img"), b"image").unwrap();
         assert!(store.list().unwrap().is_empty(), "not listed before commit");
         let made = pending.commit().unwrap();
         assert_eq!(made.flags, flags);
+        assert_eq!(made.dumped_by.as_deref(), Some("runc"));
         assert_eq!(store.list().unwrap(), vec![made.clone()]);
         assert_eq!(store.get("one").unwrap(), made);
         assert!(store.images("one").unwrap().join("core-1.img").is_file());

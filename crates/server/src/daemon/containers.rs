@@ -1030,7 +1030,8 @@ impl<E: DaemonExecutor> Daemon<E> {
         let store = container.checkpoints();
         let pending = store
             .begin(&request.name, flags)
-            .map_err(|err| crate::status::from_checkpoint(&err))?;
+            .map_err(|err| crate::status::from_checkpoint(&err))?
+            .dumped_by(self.config.executor.as_str());
         let work = CriuWork::new(&container.state_dir, "dump")?;
         let dumped = container
             .control

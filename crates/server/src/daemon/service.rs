@@ -69,6 +69,25 @@ async fn detached<T: Send + 'static>(
         .unwrap_or_else(|err| Err(Status::internal(format!("request task failed: {err}"))))
 }
 
+/// Refuses a checkpoint the other executor dumped: runc and libcontainer lay out a
+/// container's cgroup v1 mounts differently, and CRIU restores only the mount layout it
+/// dumped (see the README).
+fn restorable_here(
+    checkpoint: &wharf_criu_checkpoint::Checkpoint,
+    executor: crate::daemon::config::ExecutorKind,
+    id: &ContainerId,
+) -> Result<(), Status> {
+    match &checkpoint.dumped_by {
+        Some(dumper) if dumper != executor.as_str() => Err(Status::failed_precondition(format!(
+            "checkpoint {} of container {id} was made by the {dumper} executor and this \
+             daemon runs the {executor} executor; restore it with wharfd --executor {dumper}",
+            checkpoint.name,
+            executor = executor.as_str(),
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
     async fn create_container(
@@ -84,6 +103,7 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
             let found = wharf_criu_checkpoint::Store::new(&bundle)
                 .get(&req.checkpoint)
                 .map_err(|err| crate::status::from_checkpoint(&err))?;
+            restorable_here(&found, self.0.config.executor, &id)?;
             Some(found)
         };
         let daemon = self.0.clone();
