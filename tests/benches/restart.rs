@@ -15,26 +15,14 @@ use std::time::{Duration, Instant};
 
 use wharf_api::{CreateContainerRequest, EventsRequest, SignalRequest, StateRequest};
 use wharf_tests::ExecutorKind;
+use wharf_tests::bench::numeric_flags;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::system::missing_prerequisite;
 
 fn parse_args() -> (usize, usize) {
-    let (mut containers, mut rounds) = (100, 3);
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--containers" => containers = value(),
-            "--rounds" => rounds = value(),
-            "--bench" => {}
-            other => panic!("unknown argument {other}; expected --containers N, --rounds N"),
-        }
-    }
+    let [containers, rounds] = numeric_flags("restart", [("--containers", 100), ("--rounds", 3)])
+        .map(|n| usize::try_from(n).expect("a count that fits in usize"));
     (containers, rounds)
 }
 

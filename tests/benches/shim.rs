@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use wharf_server::spawn::{ShimOptions, spawn_shim};
 use wharf_shim_proto::{CreateRequest, DeleteRequest, StartRequest};
 use wharf_tests::ExecutorKind;
+use wharf_tests::bench::{Summary, numeric_flags};
 use wharf_tests::bundle::Bundle;
 use wharf_tests::system::{missing_prerequisite, wharf_binary};
 
@@ -31,25 +32,9 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        iterations: 60,
-        warmup: 3,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--iterations" => args.iterations = value(),
-            "--warmup" => args.warmup = value(),
-            "--bench" => {}
-            other => panic!("unknown argument {other}; expected --iterations N, --warmup N"),
-        }
-    }
-    args
+    let [iterations, warmup] = numeric_flags("shim", [("--iterations", 60), ("--warmup", 3)])
+        .map(|n| usize::try_from(n).expect("a count that fits in usize"));
+    Args { iterations, warmup }
 }
 
 /// Reaps one child (a container init re-parented to us) once the runtime deleted it.
@@ -179,24 +164,6 @@ async fn through_shim(
     [connected - started, created - connected, done - created]
 }
 
-struct Summary {
-    median: Duration,
-    p95: Duration,
-    min: Duration,
-}
-
-fn summarize(samples: &[Duration]) -> Summary {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank =
-        |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-    Summary {
-        median: rank(0.5),
-        p95: rank(0.95),
-        min: sorted[0],
-    }
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -288,7 +255,7 @@ async fn main() {
         }
     }
 
-    let (a, b, c) = (summarize(&raw), summarize(&shim), summarize(&split));
+    let (a, b, c) = (Summary::of(&raw), Summary::of(&shim), Summary::of(&split));
     println!(
         "\nstart latency, {} runs each (runc {})",
         args.iterations,
@@ -320,7 +287,7 @@ async fn main() {
         ratio(b.median, c.median)
     );
     println!("\nwhere the time goes (medians)            (b) wharf     (c) bare runc");
-    let phase = |samples: &[Duration]| ms(summarize(samples).median);
+    let phase = |samples: &[Duration]| ms(Summary::of(samples).median);
     println!(
         "  {:<38} {:>10} {:>16}",
         "spawn wharf-shim + connect",

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use wharf_api::{ApiClient, CreateContainerRequest, EventsRequest, SignalRequest};
 use wharf_tests::ExecutorKind;
+use wharf_tests::bench::{Summary, millis, numeric_flags};
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::system::{missing_prerequisite, target_dir};
@@ -38,29 +39,16 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        iterations: 40,
-        count: 1000,
-        clients: 100,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--iterations" => args.iterations = value(),
-            "--count" => args.count = value(),
-            "--clients" => args.clients = value(),
-            "--bench" => {}
-            other => {
-                panic!("unknown argument {other}; expected --iterations N, --count N, --clients N")
-            }
-        }
+    let [iterations, count, clients] = numeric_flags(
+        "start",
+        [("--iterations", 40), ("--count", 1000), ("--clients", 100)],
+    )
+    .map(|n| usize::try_from(n).expect("a count that fits in usize"));
+    Args {
+        iterations,
+        count,
+        clients,
     }
-    args
 }
 
 fn runc(root: &Path, args: &[&str]) -> tokio::process::Command {
@@ -170,26 +158,6 @@ async fn kill_all(client: &mut ApiClient<Channel>, containers: &[(String, u32)])
     }
 }
 
-#[derive(Clone, Copy, serde::Serialize)]
-struct Summary {
-    median_ms: f64,
-    p95_ms: f64,
-    min_ms: f64,
-}
-
-fn summarize(samples: &[Duration]) -> Summary {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank =
-        |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-    Summary {
-        median_ms: ms(rank(0.5)),
-        p95_ms: ms(rank(0.95)),
-        min_ms: ms(sorted[0]),
-    }
-}
-
 /// What a latency run starts containers with.
 enum Starter<'a> {
     /// `<binary> run -d`, state in the root.
@@ -234,7 +202,7 @@ async fn latency(args: &Args, starters: &[Starter<'_>]) -> Vec<Summary> {
             }
         }
     }
-    samples.iter().map(|s| summarize(s)).collect()
+    samples.iter().map(|s| Summary::of(s)).collect()
 }
 
 fn crun_runs_here() -> bool {
@@ -384,7 +352,7 @@ async fn main() {
         daemon.stop().await;
     }
 
-    let baseline = summaries[0].median_ms;
+    let baseline = millis(summaries[0].median);
     let names = [
         "runc run -d   [baseline]",
         "wharfd, runc executor",
@@ -398,10 +366,10 @@ async fn main() {
     for (name, summary) in names.iter().zip(&summaries) {
         println!(
             "  {name:<32} {:>9.1} ms {:>7.1} ms {:>7.1} ms   {:.2}",
-            summary.median_ms,
-            summary.p95_ms,
-            summary.min_ms,
-            summary.median_ms / baseline
+            millis(summary.median),
+            millis(summary.p95),
+            millis(summary.min),
+            millis(summary.median) / baseline
         );
     }
     println!("  targets: runc executor <= 1.10, libcontainer executor <= 0.50 (ratio of medians)");
@@ -427,8 +395,8 @@ async fn main() {
         .iter()
         .zip(&summaries)
         .map(|(name, summary)| {
-            let mut value = serde_json::to_value(summary).unwrap();
-            value["ratio_to_runc_run_d"] = serde_json::json!(summary.median_ms / baseline);
+            let mut value = summary.to_json();
+            value["ratio_to_runc_run_d"] = serde_json::json!(millis(summary.median) / baseline);
             (name.split_whitespace().collect::<Vec<_>>().join(" "), value)
         })
         .collect();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use wharf_api::{CreateContainerRequest, SignalRequest, StatsRequest};
 use wharf_tests::ExecutorKind;
+use wharf_tests::bench::numeric_flags;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::system::{missing_prerequisite, target_dir};
@@ -31,29 +32,16 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        containers: 100,
-        seconds: 30,
-        calls: 100,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .expect("a number after the flag")
-        };
-        match arg.as_str() {
-            "--containers" => args.containers = value() as usize,
-            "--seconds" => args.seconds = value(),
-            "--calls" => args.calls = value() as usize,
-            "--bench" => {}
-            other => {
-                panic!("unknown argument {other}; expected --containers N, --seconds N, --calls N")
-            }
-        }
+    let [containers, seconds, calls] = numeric_flags(
+        "stats",
+        [("--containers", 100), ("--seconds", 30), ("--calls", 100)],
+    );
+    let count = |n: u64| usize::try_from(n).expect("a count that fits in usize");
+    Args {
+        containers: count(containers),
+        seconds,
+        calls: count(calls),
     }
-    args
 }
 
 /// Clock ticks in `/proc/<pid>/stat` fields after the command name, at `indices`.

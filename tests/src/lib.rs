@@ -22,6 +22,7 @@ pub use wharf_server::daemon::config::ExecutorKind;
 #[case::libcontainer(ExecutorKind::Libcontainer)]
 pub fn executors(#[case] executor: ExecutorKind) {}
 
+pub mod bench;
 pub mod bundle;
 pub mod daemon;
 pub mod fifo;
