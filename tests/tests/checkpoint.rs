@@ -56,6 +56,43 @@ fn counter_bundle(id: &str) -> Bundle {
     )
 }
 
+/// `CreateContainer` of `bundle` as `id`, stdout to `stdout`, restored from `checkpoint`
+/// unless it is empty.
+fn create_request(
+    id: &str,
+    bundle: &Bundle,
+    stdout: &OutputFifo,
+    checkpoint: &str,
+) -> CreateContainerRequest {
+    CreateContainerRequest {
+        id: id.into(),
+        bundle_path: bundle.path_string(),
+        stdout: stdout.path_string(),
+        checkpoint: checkpoint.into(),
+        ..Default::default()
+    }
+}
+
+/// Starts the counter as `request` says and waits until it printed 5 lines to `output`;
+/// returns its init's pid.
+async fn start_counter(
+    client: &mut wharf_api::ApiClient<tonic::transport::Channel>,
+    request: CreateContainerRequest,
+    output: &OutputFifo,
+) -> u32 {
+    let pid = client
+        .create_container(request)
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .pid;
+    wait_until("the counter to reach 5", Duration::from_secs(10), || {
+        counted(output).len() >= 5
+    })
+    .await;
+    pid
+}
+
 fn checkpoint(name: &str, exit: bool) -> Option<Checkpoint> {
     Some(Checkpoint {
         name: name.into(),
@@ -81,23 +118,9 @@ async fn a_counter_checkpointed_with_exit_continues_where_it_stopped_when_restor
     let after = OutputFifo::create(&daemon.scratch(), "after");
     let mut events = daemon.events().await;
     let mut client = daemon.client();
-    let start = |stdout: &OutputFifo, checkpoint: &str| CreateContainerRequest {
-        id: id.into(),
-        bundle_path: bundle.path_string(),
-        stdout: stdout.path_string(),
-        checkpoint: checkpoint.into(),
-        ..Default::default()
-    };
-    let first = client
-        .create_container(start(&before, ""))
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .pid;
-    wait_until("the counter to reach 5", Duration::from_secs(10), || {
-        counted(&before).len() >= 5
-    })
-    .await;
+    let start =
+        |stdout: &OutputFifo, checkpoint: &str| create_request(id, &bundle, stdout, checkpoint);
+    let first = start_counter(&mut client, start(&before, ""), &before).await;
 
     // Leave-running: it keeps counting.
     client
@@ -328,25 +351,11 @@ async fn a_checkpoint_restores_after_the_daemon_restarts(
     let bundle = counter_bundle(id);
     let before = OutputFifo::create(&daemon.scratch(), "before");
     let after = OutputFifo::create(&daemon.scratch(), "after");
-    let start = |stdout: &OutputFifo, checkpoint: &str| CreateContainerRequest {
-        id: id.into(),
-        bundle_path: bundle.path_string(),
-        stdout: stdout.path_string(),
-        checkpoint: checkpoint.into(),
-        ..Default::default()
-    };
+    let start =
+        |stdout: &OutputFifo, checkpoint: &str| create_request(id, &bundle, stdout, checkpoint);
     let mut events = daemon.events().await;
     let mut client = daemon.client();
-    let first = client
-        .create_container(start(&before, ""))
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .pid;
-    wait_until("the counter to reach 5", Duration::from_secs(10), || {
-        counted(&before).len() >= 5
-    })
-    .await;
+    let first = start_counter(&mut client, start(&before, ""), &before).await;
     client
         .create_checkpoint(CreateCheckpointRequest {
             id: id.into(),
