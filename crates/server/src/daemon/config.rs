@@ -75,6 +75,14 @@ pub struct Config {
     /// none by default. Anyone who can reach it sees every container's id and usage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Users, besides the daemon's own, that may call the API. When this or
+    /// `allowed-gids` is set, the socket is made reachable by every local user (0666) and
+    /// each request is checked against the caller's credentials (`SO_PEERCRED`); callers
+    /// not listed get `PermissionDenied`. Empty by default: the socket is 0600.
+    pub allowed_uids: Vec<u32>,
+    /// Groups whose members (primary or supplementary group) may call the API; see
+    /// `allowed-uids`.
+    pub allowed_gids: Vec<u32>,
 }
 
 impl Default for Config {
@@ -95,6 +103,8 @@ impl Default for Config {
             stats_interval_ms: 1000,
             criu_path: PathBuf::from(DEFAULT_CRIU_PATH),
             metrics_address: None,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
         }
     }
 }
@@ -148,6 +158,12 @@ pub struct ConfigFlags {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323).
     #[arg(long, value_name = "ADDR")]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Users that may call the API besides the daemon's own (comma-separated uids).
+    #[arg(long, value_name = "UIDS", value_delimiter = ',')]
+    pub allowed_uids: Option<Vec<u32>>,
+    /// Groups whose members may call the API (comma-separated gids).
+    #[arg(long, value_name = "GIDS", value_delimiter = ',')]
+    pub allowed_gids: Option<Vec<u32>>,
     /// Configuration file (TOML) [default: /etc/wharf/wharfd.toml if it exists].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -206,6 +222,12 @@ impl Config {
         }
         if let Some(address) = flags.metrics_address {
             config.metrics_address = Some(address);
+        }
+        if let Some(uids) = &flags.allowed_uids {
+            config.allowed_uids.clone_from(uids);
+        }
+        if let Some(gids) = &flags.allowed_gids {
+            config.allowed_gids.clone_from(gids);
         }
         config.resolve_relative_paths()?;
         Ok(config)

@@ -9,9 +9,28 @@ use tonic::transport::server::{Connected, UdsConnectInfo};
 
 use super::front::AuthorityFront;
 
-/// Binds `path` with mode 0600. A stale socket there (no one answers) is replaced; a live one
+/// Who the socket's mode lets connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketMode {
+    /// 0600: the daemon's own user only.
+    OwnerOnly,
+    /// 0666: every local user may connect; each request is then checked against the
+    /// caller's credentials (see `access`).
+    EveryLocalUser,
+}
+
+impl SocketMode {
+    fn bits(self) -> u32 {
+        match self {
+            Self::OwnerOnly => 0o600,
+            Self::EveryLocalUser => 0o666,
+        }
+    }
+}
+
+/// Binds `path` with `mode`. A stale socket there (no one answers) is replaced; a live one
 /// (another daemon serves it) or anything that is not a socket is refused.
-pub(crate) fn bind(path: &Path) -> Result<UnixListener> {
+pub(crate) fn bind(path: &Path, mode: SocketMode) -> Result<UnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -43,7 +62,7 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(&staging);
     let listener =
         UnixListener::bind(&staging).with_context(|| format!("binding {}", staging.display()))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode.bits()))
         .and_then(|()| std::fs::rename(&staging, path))
         .with_context(|| format!("installing socket {}", path.display()))?;
     Ok(listener)
@@ -66,13 +85,15 @@ mod tests {
     fn replaces_a_stale_socket_and_refuses_a_live_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/wharf.sock");
-        let first = bind(&path).unwrap();
+        let first = bind(&path, SocketMode::OwnerOnly).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let err = bind(&path).unwrap_err();
+        let err = bind(&path, SocketMode::OwnerOnly).unwrap_err();
         assert!(err.to_string().contains("already serving"), "{err:#}");
         drop(first);
-        bind(&path).expect("a stale socket is replaced");
+        bind(&path, SocketMode::EveryLocalUser).expect("a stale socket is replaced");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
     }
 
     #[test]
@@ -80,7 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wharf.sock");
         std::fs::write(&path, "precious").unwrap();
-        assert!(bind(&path).is_err());
+        assert!(bind(&path, SocketMode::OwnerOnly).is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
     }
 }

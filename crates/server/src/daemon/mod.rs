@@ -1,6 +1,7 @@
 //! `wharfd`: serves `types.API` on a unix socket and runs each container through its own
 //! `wharf-shim`. See ARCHITECTURE.md.
 
+mod access;
 pub mod config;
 mod containers;
 pub(crate) mod front;
@@ -83,7 +84,16 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
         Some(address) => Some(metrics::bind(address).await?),
         None => None,
     };
-    let listener = listener::bind(&config.listen)?;
+    let access = Arc::new(access::AccessPolicy::new(
+        &config.allowed_uids,
+        &config.allowed_gids,
+    ));
+    let socket_mode = if access.opens_the_socket() {
+        listener::SocketMode::EveryLocalUser
+    } else {
+        listener::SocketMode::OwnerOnly
+    };
+    let listener = listener::bind(&config.listen, socket_mode)?;
     listener
         .set_nonblocking(true)
         .context("configuring the listening socket")?;
@@ -157,6 +167,7 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
     });
     let server = tonic::transport::Server::builder()
         .layer(metrics::RpcMetricsLayer)
+        .layer(access::AccessLayer(access))
         .add_service(health_service)
         .add_service(api::ApiServer::new(ApiHandler(daemon.clone())))
         .add_service(api::v1::EventsServer::new(EventsHandler(daemon)))
