@@ -14,6 +14,7 @@ use wharf_tests::bundle::{Bundle, test_cgroup};
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::fifo::OutputFifo;
 use wharf_tests::require_containers;
+use wharf_tests::shim::DEADLINE;
 use wharf_tests::system::{skip_or_fail, wait_until};
 use wharf_tests::{ExecutorKind, executors};
 
@@ -495,6 +496,95 @@ async fn a_failed_dump_leaves_nothing_and_the_container_running(#[case] executor
         })
         .await
         .expect("Signal");
+    assert_eq!(events.exit_status(id, pid).await, 137);
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}
+
+/// CRIU freezes the cgroup and then seizes each task; a task stopped by SIGSTOP in a frozen
+/// cgroup cannot be seized until someone thaws it, so the dump would hang with the container
+/// frozen. The shim refuses instead, also when the container is paused, and a SIGCONT makes
+/// the container checkpointable again.
+#[apply(executors)]
+#[tokio::test]
+async fn a_container_with_a_stopped_process_is_refused_not_frozen_forever(
+    #[case] executor: ExecutorKind,
+) {
+    require_containers!();
+    require_criu!();
+    let mut daemon = DaemonFixture::start(executor).await;
+    let id = "cp-stopped";
+    daemon.track(id);
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let mut events = daemon.events().await;
+    let mut client = daemon.client();
+    let pid = client
+        .create_container(CreateContainerRequest {
+            id: id.into(),
+            bundle_path: bundle.path_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .pid;
+    let signal = |signal: u32| SignalRequest {
+        id: id.into(),
+        pid: 0,
+        signal,
+    };
+    client.signal(signal(19)).await.expect("SIGSTOP");
+    let update = |status: &str| wharf_api::UpdateContainerRequest {
+        id: id.into(),
+        signal: 0,
+        status: status.into(),
+    };
+    for paused in [false, true] {
+        if paused {
+            client
+                .update_container(update("paused"))
+                .await
+                .expect("pause");
+        }
+        let refused = tokio::time::timeout(
+            DEADLINE,
+            client.create_checkpoint(CreateCheckpointRequest {
+                id: id.into(),
+                checkpoint: checkpoint("stopped", false),
+            }),
+        )
+        .await
+        .expect("the checkpoint answers instead of hanging")
+        .expect_err("a stopped process cannot be dumped");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains(id) && refused.message().contains(&pid.to_string()),
+            "names the container and the process: {refused:?}"
+        );
+    }
+    let state = client
+        .state(wharf_api::StateRequest {})
+        .await
+        .expect("State")
+        .into_inner();
+    assert_eq!(state.containers[0].status, "paused", "left as it was");
+    client
+        .update_container(update("running"))
+        .await
+        .expect("resume");
+    client.signal(signal(18)).await.expect("SIGCONT");
+    client
+        .create_checkpoint(CreateCheckpointRequest {
+            id: id.into(),
+            checkpoint: checkpoint("continued", false),
+        })
+        .await
+        .expect("a continued container is checkpointed");
+    client.signal(signal(9)).await.expect("SIGKILL");
     assert_eq!(events.exit_status(id, pid).await, 137);
     daemon.assert_nothing_left().await;
     daemon.stop().await;

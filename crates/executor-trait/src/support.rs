@@ -25,6 +25,43 @@ pub fn bundle_config(bundle: &Path) -> Result<PathBuf, Error> {
     Ok(config)
 }
 
+/// Checks what a process to start is made of before a runtime sees it: `args` with a
+/// non-empty program, `env` entries of the form `KEY=value` with a non-empty key, and no NUL
+/// byte anywhere (the kernel takes C strings).
+///
+/// # Errors
+/// `InvalidArgument` naming the offending argument or variable.
+pub fn check_process(args: &[String], env: &[String], cwd: &str) -> Result<(), Error> {
+    match args.first() {
+        None => return Err(Error::invalid_argument("args must not be empty")),
+        Some(program) if program.is_empty() => {
+            return Err(Error::invalid_argument(
+                "args[0], the program, must not be empty",
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(arg) = args.iter().find(|arg| arg.contains('\0')) {
+        return Err(Error::invalid_argument(format!(
+            "argument {arg:?} contains a NUL byte"
+        )));
+    }
+    for var in env {
+        let key = var.split_once('=').map(|(key, _)| key);
+        if key.is_none_or(str::is_empty) || var.contains('\0') {
+            return Err(Error::invalid_argument(format!(
+                "environment variable {var:?} is not KEY=value"
+            )));
+        }
+    }
+    if cwd.contains('\0') {
+        return Err(Error::invalid_argument(format!(
+            "cwd {cwd:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
 /// A fresh directory in `parent`, named `<prefix>…`, for one operation's transient files on
 /// container `id`; removed when dropped.
 ///
@@ -65,5 +102,25 @@ mod tests {
             bundle_config(dir.path()).unwrap(),
             dir.path().join("config.json")
         );
+    }
+
+    #[test]
+    fn processes_need_a_program_proper_variables_and_no_nul() {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let ok = check_process(&strings(&["sleep", "1"]), &strings(&["A=1", "B="]), "/");
+        assert!(ok.is_ok(), "{ok:?}");
+        for (args, env, cwd, says) in [
+            (&[][..], &[][..], "", "must not be empty"),
+            (&[""][..], &[][..], "", "the program"),
+            (&["sh", "a\0b"][..], &[][..], "", "NUL"),
+            (&["sh"][..], &["NOEQUALS"][..], "", "KEY=value"),
+            (&["sh"][..], &["=1"][..], "", "KEY=value"),
+            (&["sh"][..], &["A=\0"][..], "", "KEY=value"),
+            (&["sh"][..], &[][..], "/tmp\0", "NUL"),
+        ] {
+            let err = check_process(&strings(args), &strings(env), cwd).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 }

@@ -105,6 +105,7 @@ pub(crate) fn classify(message: &str) -> ErrorKind {
         || (has("exec:") && has("no such file or directory"))
         || has("permission denied") && has("exec:")
         || (has("config.json") && (has("not found") || has("no such file")))
+        || has("invalid rootfs")
     {
         ErrorKind::InvalidArgument
     } else if has("not running")
@@ -205,6 +206,10 @@ mod tests {
     fn classifies_runc_messages() {
         let cases = [
             ("container does not exist", ErrorKind::NotFound),
+            (
+                "invalid rootfs: not an absolute path, or a symlink",
+                ErrorKind::InvalidArgument,
+            ),
             (
                 "runc create failed: container with given ID already exists",
                 ErrorKind::AlreadyExists,

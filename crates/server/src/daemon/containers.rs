@@ -125,6 +125,31 @@ impl Container {
         self.shim_identity.liveness() == Liveness::Alive
     }
 
+    /// The status for a failed call to the container's shim. A shim that cannot be reached
+    /// because it is going away (its container exited, or it died) means the container is
+    /// gone: `NotFound`, not a transient `Unavailable`; any other answer keeps its code.
+    pub(crate) async fn shim_failed(
+        &self,
+        context: impl std::fmt::Display,
+        status: Status,
+    ) -> Status {
+        /// How long a shim that stopped answering gets to be seen exiting.
+        const SHIM_EXIT_GRACE: Duration = Duration::from_secs(2);
+        if status.code() == tonic::Code::Unavailable {
+            let deadline = tokio::time::Instant::now() + SHIM_EXIT_GRACE;
+            while self.shim_alive() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !self.shim_alive() {
+                return Status::not_found(format!(
+                    "{context}: container {} has exited (its shim is gone)",
+                    self.id
+                ));
+            }
+        }
+        from_shim(context, status)
+    }
+
     /// What the container uses now, for its metrics.
     pub(crate) fn usage(&self) -> Option<super::metrics::Usage> {
         self.stats.usage(self.id.as_str(), self.init.pid)
@@ -205,20 +230,19 @@ impl Container {
                 self.id
             )));
         }
-        self.control
+        let killed = self
+            .control
             .clone()
             .kill(KillRequest {
                 pid,
                 signal: u32::from(signal.get()),
                 all: false,
             })
-            .await
-            .map_err(|status| {
-                from_shim(
-                    format!("signalling process {pid} of container {}", self.id),
-                    status,
-                )
-            })?;
+            .await;
+        if let Err(status) = killed {
+            let context = format!("signalling process {pid} of container {}", self.id);
+            return Err(self.shim_failed(context, status).await);
+        }
         if signal == Signal::KILL {
             // The shim thaws a paused container so a killed process can die; its exit
             // follows (no `resume` event: it would race with that exit).
@@ -1043,13 +1067,11 @@ impl<E: DaemonExecutor> Daemon<E> {
             })
             .await;
         if let Err(status) = dumped {
-            let status = from_shim(
-                format!(
-                    "checkpointing container {} as {}",
-                    container.id, request.name
-                ),
-                status,
+            let context = format!(
+                "checkpointing container {} as {}",
+                container.id, request.name
             );
+            let status = container.shim_failed(context, status).await;
             return Err(work.explain(status, "dump.log"));
         }
         let made = pending
@@ -1087,7 +1109,7 @@ impl<E: DaemonExecutor> Daemon<E> {
         } else {
             process.env
         };
-        let pid = container
+        let started = container
             .shim
             .clone()
             .exec(shim::ExecRequest {
@@ -1105,15 +1127,14 @@ impl<E: DaemonExecutor> Daemon<E> {
                 cwd: process.cwd.clone(),
                 ..shim::ExecRequest::default()
             })
-            .await
-            .map_err(|status| {
-                from_shim(
-                    format!("starting a process in container {}", container.id),
-                    status,
-                )
-            })?
-            .into_inner()
-            .pid;
+            .await;
+        let pid = match started {
+            Ok(response) => response.into_inner().pid,
+            Err(status) => {
+                let context = format!("starting a process in container {}", container.id);
+                return Err(container.shim_failed(context, status).await);
+            }
+        };
         container.record_exec(ProcessRecord {
             pid,
             start_time: ProcessIdentity::of(pid).start_time,
@@ -1146,7 +1167,10 @@ impl<E: DaemonExecutor> Daemon<E> {
                 "resuming",
             )
         };
-        result.map_err(|status| from_shim(format!("{verb} container {}", container.id), status))?;
+        if let Err(status) = result {
+            let context = format!("{verb} container {}", container.id);
+            return Err(container.shim_failed(context, status).await);
+        }
         container.lock().paused = paused;
         self.publish(kind, &container.id, 0, 0);
         Ok(())

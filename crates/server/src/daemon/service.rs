@@ -44,6 +44,11 @@ fn absolute_path(what: &str, path: &str) -> Result<PathBuf, Status> {
             "{what} must not be empty"
         )));
     }
+    if path.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "{what} {path:?} contains a NUL byte"
+        )));
+    }
     let path = PathBuf::from(path);
     if !path.is_absolute() {
         return Err(Status::invalid_argument(format!(
@@ -100,6 +105,9 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
         let checkpoint = if req.checkpoint.is_empty() {
             None
         } else {
+            // The bundle first, as a start would check it: its checkpoints come second.
+            wharf_executor::support::bundle_config(&bundle)
+                .map_err(|err| crate::status::from_executor(&err))?;
             let found = wharf_criu_checkpoint::Store::new(&bundle)
                 .get(&req.checkpoint)
                 .map_err(|err| crate::status::from_checkpoint(&err))?;
@@ -176,9 +184,8 @@ impl<E: DaemonExecutor> api::Api for ApiHandler<E> {
     ) -> Result<Response<api::AddProcessResponse>, Status> {
         let req = request.into_inner();
         let container = self.0.container(&req.id)?;
-        if req.args.is_empty() {
-            return Err(Status::invalid_argument("args must not be empty"));
-        }
+        wharf_executor::support::check_process(&req.args, &req.env, &req.cwd)
+            .map_err(|err| crate::status::from_executor(&err))?;
         let cwd = if req.cwd.is_empty() {
             "/".to_owned()
         } else {

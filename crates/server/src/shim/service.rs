@@ -575,6 +575,20 @@ impl<E: ShimExecutor> ShimService<E> {
             }
         }
         let (image_dir, work_dir) = criu_dirs(&req.image_path, &req.work_path)?;
+        // CRIU freezes the cgroup, then seizes each task; seizing a task stopped by SIGSTOP
+        // inside a frozen cgroup waits in the kernel until someone thaws it: the dump would
+        // hang, holding the container frozen.
+        let pids = container
+            .executor
+            .processes(&container.id)
+            .await
+            .map_err(|err| from_executor(&err))?;
+        if let Some(pid) = pids.into_iter().find(|pid| is_job_control_stopped(*pid)) {
+            return Err(container.refuse(&format!(
+                "has a process stopped by a signal (pid {pid}); CRIU cannot dump it: send it \
+                 SIGCONT first"
+            )));
+        }
         container
             .executor
             .checkpoint(wharf_executor::CheckpointRequest {
@@ -919,9 +933,8 @@ impl<E: ShimExecutor> ShimService<E> {
 
 /// The process of an `Exec`: the request's fields over the bundle's process.
 fn exec_process(template: &Process, req: &proto::ExecRequest) -> Result<Process, Status> {
-    if req.args.is_empty() {
-        return Err(Status::invalid_argument("exec args must not be empty"));
-    }
+    wharf_executor::support::check_process(&req.args, &req.env, &req.cwd)
+        .map_err(|err| from_executor(&err))?;
     let mut process = template.clone();
     process.set_args(Some(req.args.clone()));
     if !req.env.is_empty() {
@@ -1084,12 +1097,31 @@ struct FromImages {
     options: wharf_executor::CriuOptions,
 }
 
+/// Whether `pid` is in a job-control stop (SIGSTOP, SIGTSTP, ...) or a ptrace stop, also
+/// when its cgroup is frozen (then `/proc` says `D`, and only its wait channel tells).
+fn is_job_control_stopped(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('T' | 't'))
+        || std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .is_ok_and(|wchan| wchan.trim() == "do_signal_stop")
+}
+
 /// The image and work directories of a dump or restore, which must be absolute.
 fn criu_dirs(image_path: &str, work_path: &str) -> Result<(PathBuf, PathBuf), Status> {
     let (image_dir, work_dir) = (PathBuf::from(image_path), PathBuf::from(work_path));
-    if !image_dir.is_absolute() || !work_dir.is_absolute() {
+    if !image_dir.is_absolute()
+        || !work_dir.is_absolute()
+        || image_path.contains('\0')
+        || work_path.contains('\0')
+    {
         return Err(Status::invalid_argument(format!(
-            "image path {image_path:?} and work path {work_path:?} must be absolute"
+            "image path {image_path:?} and work path {work_path:?} must be absolute, without \
+             NUL bytes"
         )));
     }
     Ok((image_dir, work_dir))
