@@ -15,9 +15,7 @@ use wharf_server::daemon::config::ExecutorKind;
 
 use crate::bundle::test_cgroup;
 use crate::shim::DEADLINE;
-use crate::system::{
-    cgroup_dirs, kill_cgroup, mounts_mentioning, process_alive, wait_until, wharf_binary,
-};
+use crate::system::{cgroup_dirs, kill_cgroup, mounts_mentioning, process_alive, wharf_binary};
 
 /// A `wharfd` serving a temporary socket, with its own state directory and runtime root.
 #[derive(Debug)]
@@ -50,6 +48,11 @@ impl DaemonFixture {
     /// Starts `wharfd` without debug logs, as benchmarks want it.
     pub async fn start_quiet(executor: ExecutorKind) -> Self {
         Self::spawn(executor, false, &[], &[]).await
+    }
+
+    /// Starts `wharfd` without debug logs, with extra flags.
+    pub async fn start_quiet_with(executor: ExecutorKind, extra: &[&str]) -> Self {
+        Self::spawn(executor, false, extra, &[]).await
     }
 
     async fn spawn(
@@ -205,33 +208,50 @@ impl DaemonFixture {
     /// Waits until the containers the test used are gone, then checks nothing of them or
     /// the daemon's state is left: no shim, container process, cgroup, mount or state dir.
     pub async fn assert_nothing_left(&self) {
+        let left = self.leftovers().await;
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// What is left, a while after the containers the test used ended: state dirs, shims,
+    /// executor state, cgroups of tracked ids, mounts under the fixture's root. Empty when
+    /// nothing is.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
         let containers = self.state_dir.join("containers");
-        wait_until("every container state dir to be removed", DEADLINE, || {
+        let dirs_gone = eventually(|| {
             std::fs::read_dir(&containers).map_or(true, |mut dir| dir.next().is_none())
         })
         .await;
-        wait_until("every shim of this daemon to exit", DEADLINE, || {
-            self.shim_pids().is_empty()
-        })
-        .await;
+        if !dirs_gone {
+            let names: Vec<_> = std::fs::read_dir(&containers)
+                .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            left.push(format!("container state dirs: {names:?}"));
+        }
+        if !eventually(|| self.shim_pids().is_empty()).await {
+            left.push(format!("shims: {:?}", self.shim_pids()));
+        }
         let executor_root = self.executor_root();
-        let left: Vec<_> = std::fs::read_dir(&executor_root)
+        let state: Vec<_> = std::fs::read_dir(&executor_root)
             .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        assert!(
-            left.is_empty(),
-            "executor state left in {}: {left:?}",
-            executor_root.display()
-        );
+        if !state.is_empty() {
+            left.push(format!(
+                "executor state in {}: {state:?}",
+                executor_root.display()
+            ));
+        }
         for id in &self.ids {
             let cgroup = test_cgroup(id);
-            wait_until(&format!("cgroup {cgroup} to be removed"), DEADLINE, || {
-                cgroup_dirs(&cgroup).is_empty()
-            })
-            .await;
+            if !eventually(|| cgroup_dirs(&cgroup).is_empty()).await {
+                left.push(format!("cgroups: {:?}", cgroup_dirs(&cgroup)));
+            }
         }
         let mounts = mounts_mentioning(&self.root.path().display().to_string());
-        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+        if !mounts.is_empty() {
+            left.push(format!("mounts: {mounts:?}"));
+        }
+        left
     }
 
     /// `<state-dir>/<executor>`: the executor's state directory.
@@ -276,6 +296,20 @@ impl Drop for DaemonFixture {
         for id in &self.ids {
             kill_cgroup(&test_cgroup(id));
         }
+    }
+}
+
+/// Whether `done` holds within [`DEADLINE`], polled.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -29,4 +29,5 @@ pub mod fifo;
 pub mod metrics;
 pub mod pty;
 pub mod shim;
+pub mod soak;
 pub mod system;

@@ -49,6 +49,16 @@ pub(crate) fn run_ci(root: &Path) -> Result<()> {
         ])
         .env("CI", "1")
         .current_dir(root))?;
+    step("soak (bounded): 30 s per executor, at least 20 daemon kills each");
+    crate::soak(
+        root,
+        &[
+            "--seconds".into(),
+            "30".into(),
+            "--min-kills".into(),
+            "20".into(),
+        ],
+    )?;
     step("doc tests");
     run(Command::new(cargo())
         .args(["test", "--workspace", "--doc"])

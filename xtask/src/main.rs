@@ -46,6 +46,14 @@ enum Task {
     },
     /// Set up, then run a container through wharf and show what happens.
     Demo,
+    /// Churn containers through wharfd while SIGKILLing it (and now and then a shim) at
+    /// random moments; fails unless nothing was lost, leaked or hung. CI runs a bounded one.
+    Soak {
+        /// Passed to the soak (`--seconds 60`, `--clients 4`, `--min-kills 20`,
+        /// `--executor libcontainer,runc`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -57,7 +65,24 @@ fn main() -> Result<()> {
         Task::Ci => ci::run_ci(&root),
         Task::Bench { name, args } => bench::run_bench(&root, &name, &args),
         Task::Demo => demo::run_demo(&root),
+        Task::Soak { args } => soak(&root, &args),
     }
+}
+
+/// Runs the soak binary of the test harness (debug build, as the tests use).
+fn soak(root: &Path, args: &[String]) -> Result<()> {
+    run(Command::new(cargo())
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "wharf-tests",
+            "--bin",
+            "wharf-soak",
+            "--",
+        ])
+        .args(args)
+        .current_dir(root))
 }
 
 /// The workspace root: xtask lives one level below it.

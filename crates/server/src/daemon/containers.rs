@@ -99,6 +99,27 @@ struct ContainerInner {
     exited_unrecorded: HashSet<u32>,
 }
 
+/// Where `finish` writes down the init's exit status before it lets the shim go.
+const EXIT_STATUS_FILE: &str = "exit-status";
+
+fn remember_exit(state_dir: &Path, status: u32) {
+    let path = state_dir.join(EXIT_STATUS_FILE);
+    let staging = state_dir.join(format!(".{EXIT_STATUS_FILE}"));
+    let written = std::fs::write(&staging, status.to_string())
+        .and_then(|()| std::fs::rename(&staging, &path));
+    if let Err(err) = written {
+        tracing::warn!(path = %path.display(), error = %err, "writing down an exit status");
+    }
+}
+
+fn remembered_exit(state_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(state_dir.join(EXIT_STATUS_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A process of a re-attached container found stopped: its exit happened while no daemon
 /// listened, and is settled (published) when the pump starts.
 #[derive(Debug, Clone, Copy)]
@@ -473,6 +494,31 @@ impl<E: DaemonExecutor> Daemon<E> {
 
     pub(crate) fn publish(&self, kind: &str, id: &ContainerId, pid: u32, status: u32) {
         self.journal.publish(Self::event(kind, id, pid, status));
+    }
+
+    fn start_event(container: &Container, pid: u32) -> api::Event {
+        api::Event {
+            r#type: event_type::START_CONTAINER.to_owned(),
+            id: container.id.to_string(),
+            bundle_path: container.bundle.clone(),
+            pid,
+            ..api::Event::default()
+        }
+    }
+
+    /// Journals the start of a container taken over from an earlier daemon if that daemon
+    /// died after answering its `CreateContainer` but before it journaled the start: every
+    /// container a client saw created has its `start-container`.
+    pub(crate) fn settle_start(&self, container: &Container) {
+        let pid = container.init.pid;
+        if !self
+            .journal
+            .has_event(event_type::START_CONTAINER, container.id.as_str(), pid)
+        {
+            tracing::info!(container_id = %container.id, pid, "journaling a start an earlier daemon did not");
+            self.journal
+                .publish_recovered(Self::start_event(container, pid));
+        }
     }
 
     /// Publishes the exit of a process that ended while no daemon listened, unless the
@@ -889,16 +935,20 @@ impl<E: DaemonExecutor> Daemon<E> {
             };
             match event.r#type() {
                 shim::EventType::Create => {}
-                shim::EventType::Start => {
+                // A re-attached container's start may have been journaled already (by the
+                // daemon that created it, or by the take-over when that one died first).
+                shim::EventType::Start
+                    if !self.journal.has_event(
+                        event_type::START_CONTAINER,
+                        id.as_str(),
+                        event.pid,
+                    ) =>
+                {
                     metrics::counter!(super::metrics::name::CONTAINER_STARTS).increment(1);
-                    self.journal.publish(api::Event {
-                        r#type: event_type::START_CONTAINER.to_owned(),
-                        id: id.to_string(),
-                        bundle_path: container.bundle.clone(),
-                        pid: event.pid,
-                        ..api::Event::default()
-                    });
+                    self.journal
+                        .publish(Self::start_event(&container, event.pid));
                 }
+                shim::EventType::Start => {}
                 shim::EventType::ExecAdded => {
                     self.publish(event_type::START_PROCESS, &id, event.pid, 0)
                 }
@@ -955,6 +1005,11 @@ impl<E: DaemonExecutor> Daemon<E> {
         status: Option<u32>,
     ) {
         let id = &container.id;
+        // Written down before the shim, which holds the status, is let go: a daemon killed
+        // from here on finds the status in the state dir, not a dead shim of unknown end.
+        if let Some(status) = status {
+            remember_exit(&container.state_dir, status);
+        }
         let deleted = container
             .shim
             .clone()
@@ -970,6 +1025,9 @@ impl<E: DaemonExecutor> Daemon<E> {
                 UNKNOWN_EXIT_STATUS
             }
         };
+        if status.is_none() {
+            remember_exit(&container.state_dir, exit_status);
+        }
         if !shim_process.wait_exit(SHIM_EXIT_DEADLINE).await {
             tracing::warn!(container_id = %id, "shim did not exit after its container was deleted; killed it");
         }
@@ -979,6 +1037,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             Some(_) => self.publish(event_type::EXIT, id, container.init.pid, exit_status),
             None => self.publish_recovered_exit(id, container.init.pid, exit_status),
         }
+        Self::remove_state(container);
     }
 
     /// The shim is gone without reporting the init's exit (killed, or dead while no daemon
@@ -996,12 +1055,20 @@ impl<E: DaemonExecutor> Daemon<E> {
         shim_process.signal(rustix::process::Signal::KILL);
         shim_process.wait_exit(SHIM_EXIT_DEADLINE).await;
         let processes = container.processes();
+        // An earlier daemon that learnt the init's status and was killed before it was done
+        // wrote it down (see `finish`).
+        let remembered = remembered_exit(&container.state_dir);
         let statuses: Vec<(u32, u32)> = processes
             .iter()
             .map(|p| {
-                let status = match p.identity().liveness() {
-                    Liveness::Alive => KILLED_EXIT_STATUS,
-                    Liveness::Zombie | Liveness::Gone => UNKNOWN_EXIT_STATUS,
+                let status = match (
+                    p.pid == container.init.pid,
+                    remembered,
+                    p.identity().liveness(),
+                ) {
+                    (true, Some(status), _) => status,
+                    (_, _, Liveness::Alive) => KILLED_EXIT_STATUS,
+                    (_, _, Liveness::Zombie | Liveness::Gone) => UNKNOWN_EXIT_STATUS,
                 };
                 (p.pid, status)
             })
@@ -1018,23 +1085,32 @@ impl<E: DaemonExecutor> Daemon<E> {
                 self.publish(event_type::EXIT, id, pid, status);
             }
         }
+        Self::remove_state(container);
     }
 
     /// The container is over (its init exited, or it was lost with its shim): called once
     /// per container.
+    ///
+    /// Frees the id; the state directory stays until [`Daemon::remove_state`], called after
+    /// the exit is journaled: a daemon killed in between finds the record and the written
+    /// down status, and publishes nothing twice (the journal has the exit).
     fn forget(&self, container: &Container) {
         metrics::counter!(super::metrics::name::CONTAINER_EXITS).increment(1);
         container.stats.end();
-        if let Err(err) = std::fs::remove_dir_all(&container.state_dir)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(container_id = %container.id, error = %err, "removing the state directory");
-        }
         let mut containers = self.lock();
         if let Some(Slot::Live(live)) = containers.get(&container.id)
             && std::ptr::eq(live.as_ref(), container)
         {
             containers.remove(&container.id);
+        }
+    }
+
+    /// Removes a forgotten container's state directory, its exit journaled.
+    fn remove_state(container: &Container) {
+        if let Err(err) = std::fs::remove_dir_all(&container.state_dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = %container.id, error = %err, "removing the state directory");
         }
     }
 

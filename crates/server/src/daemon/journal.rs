@@ -221,11 +221,17 @@ impl Journal {
 
     /// Whether an `exit` of process `pid` of container `id` is among the kept events.
     pub(crate) fn has_exit(&self, id: &str, pid: u32) -> bool {
+        self.has_event("exit", id, pid)
+    }
+
+    /// Whether an event of type `kind` about process `pid` of container `id` is among the
+    /// kept events.
+    pub(crate) fn has_event(&self, kind: &str, id: &str, pid: u32) -> bool {
         self.lock().kept.iter().rev().any(|journaled| {
             journaled
                 .event
                 .as_ref()
-                .is_some_and(|e| e.r#type == "exit" && e.id == id && e.pid == pid)
+                .is_some_and(|e| e.r#type == kind && e.id == id && e.pid == pid)
         })
     }
 

@@ -102,7 +102,10 @@ async fn take_over<E: DaemonExecutor>(
     let Some((record, init)) = complete else {
         tracing::warn!(container_id = %id, "tearing down a create that a crash interrupted");
         if let Ok(channel) = shim::channel(&socket).await {
-            let _ = ControlClient::new(channel).shutdown(()).await;
+            // A shim busy with the interrupted create may not answer: the teardown below
+            // kills it after its deadline anyway; the take-over must not wait on it forever.
+            let mut control = ControlClient::new(channel);
+            let _ = tokio::time::timeout(Duration::from_secs(2), control.shutdown(())).await;
         }
         match record {
             Ok(record) => {
@@ -135,12 +138,14 @@ async fn take_over<E: DaemonExecutor>(
     let mut shim_process = ShimProcess::Adopted(record.shim);
     let Some((channel, state)) = attached else {
         let container = daemon.dead_container(id, record, init, state_dir);
+        daemon.settle_start(&container);
         daemon.shim_lost(&container, &mut shim_process, true).await;
         return Outcome::DeadShim;
     };
     match daemon.reattached(id.clone(), record, init, state_dir.clone(), channel, &state) {
         Ok((container, stopped)) => {
             tracing::info!(container_id = %id, processes = state.processes.len(), "re-attached");
+            daemon.settle_start(&container);
             daemon.adopt(container, shim_process, stopped);
             Outcome::Reattached
         }
