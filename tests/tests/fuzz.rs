@@ -774,22 +774,23 @@ async fn shim_request(
             nasty_u32()
         ])
     };
+    let create = |draw: &mut Draw| shim::CreateRequest {
+        id: if draw.chance(70) {
+            id.to_owned()
+        } else {
+            draw.value(nasty_text())
+        },
+        bundle: bundle(draw),
+        runtime: runtime(draw),
+        no_pivot: draw.chance(10),
+        terminal: draw.chance(10),
+        stdin: draw.pick(&terrain.inputs),
+        stdout: draw.pick(&terrain.outputs),
+        stderr: draw.pick(&terrain.outputs),
+    };
     match draw.value(0u32..12) {
         0 | 1 => {
-            let request = shim::CreateRequest {
-                id: if draw.chance(70) {
-                    id.to_owned()
-                } else {
-                    draw.value(nasty_text())
-                },
-                bundle: bundle(draw),
-                runtime: runtime(draw),
-                no_pivot: draw.chance(10),
-                terminal: draw.chance(10),
-                stdin: draw.pick(&terrain.inputs),
-                stdout: draw.pick(&terrain.outputs),
-                stderr: draw.pick(&terrain.outputs),
-            };
+            let request = create(draw);
             let answered = answer(client.create(request.clone())).await;
             tally.judge("Shim/Create", &request, answered);
         }
@@ -883,19 +884,16 @@ async fn shim_request(
             tally.judge("Control/Checkpoint", &request, answered);
         }
         _ => {
+            let create = create(draw);
             let request = shim::control::RestoreRequest {
-                id: if draw.chance(70) {
-                    id.to_owned()
-                } else {
-                    draw.value(nasty_text())
-                },
-                bundle: bundle(draw),
-                runtime: runtime(draw),
-                no_pivot: draw.chance(10),
-                terminal: draw.chance(10),
-                stdin: draw.pick(&terrain.inputs),
-                stdout: draw.pick(&terrain.outputs),
-                stderr: draw.pick(&terrain.outputs),
+                id: create.id,
+                bundle: create.bundle,
+                runtime: create.runtime,
+                no_pivot: create.no_pivot,
+                terminal: create.terminal,
+                stdin: create.stdin,
+                stdout: create.stdout,
+                stderr: create.stderr,
                 image_path: bad_dir(draw),
                 work_path: bad_dir(draw),
                 options: None,
