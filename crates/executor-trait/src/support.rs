@@ -25,6 +25,24 @@ pub fn bundle_config(bundle: &Path) -> Result<PathBuf, Error> {
     Ok(config)
 }
 
+/// The OCI spec of `bundle`, loaded from its `config.json`.
+///
+/// # Errors
+/// `InvalidArgument` naming the file and why it could not be read or parsed (the OS error,
+/// or the JSON error with its line and column).
+pub fn load_spec(bundle: &Path) -> Result<oci_spec::runtime::Spec, Error> {
+    let config = bundle_config(bundle)?;
+    oci_spec::runtime::Spec::load(&config).map_err(|err| {
+        let mut why = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            why = format!("{why}: {cause}");
+            source = cause.source();
+        }
+        Error::invalid_argument(format!("bundle config {}: {why}", config.display()))
+    })
+}
+
 /// Checks what a process to start is made of before a runtime sees it: `args` with a
 /// non-empty program, `env` entries of the form `KEY=value` with a non-empty key, and no NUL
 /// byte anywhere (the kernel takes C strings).
@@ -102,6 +120,17 @@ mod tests {
             bundle_config(dir.path()).unwrap(),
             dir.path().join("config.json")
         );
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{\"ociVersion\": 7}").unwrap();
+        let err = load_spec(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        let message = err.to_string();
+        assert!(message.contains("config.json"), "{message}");
+        assert!(message.contains("line 1 column"), "{message}");
     }
 
     #[test]

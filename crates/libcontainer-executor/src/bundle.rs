@@ -30,14 +30,7 @@ pub(crate) fn prepare(
     cgroup_parent: &Path,
     shadow_dir: &Path,
 ) -> Result<Prepared, Error> {
-    let config = wharf_executor::support::bundle_config(bundle)?;
-    let mut spec = Spec::load(&config).map_err(|err| {
-        Error::invalid_argument(format!(
-            "bundle {} of container {id}: {}: {err}",
-            bundle.display(),
-            config.display()
-        ))
-    })?;
+    let mut spec = wharf_executor::support::load_spec(bundle)?;
     make_self_contained(&mut spec, bundle, id, cgroup_parent);
     let own_network = spec
         .linux()

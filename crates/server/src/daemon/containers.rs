@@ -415,20 +415,12 @@ fn init_record(spec: &Spec, pid: u32) -> ProcessRecord {
 
 /// Loads and checks `config.json`.
 fn load_spec(bundle: &Path) -> Result<Spec, Status> {
-    let path = bundle.join("config.json");
-    if !path.is_file() {
-        return Err(Status::invalid_argument(format!(
-            "bundle {} has no config.json",
-            bundle.display()
-        )));
-    }
-    let spec = Spec::load(&path).map_err(|err| {
-        Status::invalid_argument(format!("bundle config {}: {err}", path.display()))
-    })?;
+    let spec = wharf_executor::support::load_spec(bundle)
+        .map_err(|err| crate::status::from_executor(&err))?;
     if spec.process().is_none() {
         return Err(Status::invalid_argument(format!(
-            "bundle config {} has no process",
-            path.display()
+            "bundle config {}/config.json has no process",
+            bundle.display()
         )));
     }
     Ok(spec)

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use wharf_executor::oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxNamespaceType, PosixRlimitBuilder, PosixRlimitType,
-    Process, Spec, User,
+    Process, User,
 };
 use wharf_executor::{
     ContainerId, CreateRequest as ExecutorCreate, DeleteMode, ExecId, ExecRequest as ExecutorExec,
@@ -458,9 +458,8 @@ impl<E: ShimExecutor> ShimService<E> {
         restore: Option<FromImages>,
     ) -> Result<proto::CreateResponse, Status> {
         let config_path = bundle.join("config.json");
-        let spec = Spec::load(&config_path).map_err(|err| {
-            Status::invalid_argument(format!("bundle config {}: {err}", config_path.display()))
-        })?;
+        let spec = wharf_executor::support::load_spec(&bundle)
+            .map_err(|err| crate::status::from_executor(&err))?;
         let template = spec.process().clone().unwrap_or_default();
         if template.terminal().unwrap_or(false) != req.terminal {
             return Err(Status::invalid_argument(format!(

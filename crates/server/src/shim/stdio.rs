@@ -132,9 +132,9 @@ fn open_terminal(path: &str) -> Result<OwnedFd, Status> {
 
 fn open_stream(path: &str, write: bool) -> Result<Opened, Status> {
     let p = Path::new(path);
-    if !p.is_absolute() {
+    if !p.is_absolute() || path.contains('\0') {
         return Err(Status::invalid_argument(format!(
-            "stdio path {path:?} is not absolute"
+            "stdio path {path:?} is not absolute or contains a NUL byte"
         )));
     }
     let metadata = std::fs::metadata(p).map_err(|err| not_found(path, &err))?;
