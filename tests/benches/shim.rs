@@ -199,6 +199,7 @@ async fn main() {
         criu: wharf_server::daemon::config::DEFAULT_CRIU_PATH.into(),
         debug: false,
         json_logs: false,
+        open_files: None,
     };
 
     let mut raw = Vec::new();

@@ -169,6 +169,34 @@ impl DaemonFixture {
         self.ids.push(id.to_owned());
     }
 
+    /// Creates and starts container `id` from `bundle` with default stdio, tracked for the
+    /// leak checks; returns its init's pid.
+    pub async fn run(&mut self, id: &str, bundle: &crate::bundle::Bundle) -> u32 {
+        self.track(id);
+        self.client()
+            .create_container(wharf_api::CreateContainerRequest {
+                id: id.to_owned(),
+                bundle_path: bundle.path_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("CreateContainer {id}: {status}"))
+            .into_inner()
+            .pid
+    }
+
+    /// Sends `signal` to every process of container `id` (pid 0: its init).
+    pub async fn signal(&self, id: &str, pid: u32, signal: u32) {
+        self.client()
+            .signal(wharf_api::SignalRequest {
+                id: id.to_owned(),
+                pid,
+                signal,
+            })
+            .await
+            .unwrap_or_else(|status| panic!("Signal {signal} to {id}/{pid}: {status}"));
+    }
+
     /// A new `Events` stream.
     pub async fn events(&self) -> DaemonEvents {
         let stream = self

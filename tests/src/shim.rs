@@ -63,6 +63,7 @@ impl ShimFixture {
             criu: wharf_server::daemon::config::DEFAULT_CRIU_PATH.into(),
             debug: true,
             json_logs: false,
+            open_files: None,
         };
         let spawned = spawn_shim(&options, &state_dir).expect("spawning wharf-shim");
         let client = wharf_shim_proto::connect(&spawned.socket)

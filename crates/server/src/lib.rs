@@ -6,6 +6,7 @@ pub mod cli;
 pub mod daemon;
 mod events;
 mod fdio;
+pub mod limits;
 pub mod logging;
 pub mod shim;
 pub mod spawn;

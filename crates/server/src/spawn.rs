@@ -28,6 +28,9 @@ pub struct ShimOptions {
     pub debug: bool,
     /// Log as JSON lines.
     pub json_logs: bool,
+    /// The open-file limit shims get, when not this process's: the one the daemon started
+    /// with, before it raised its own.
+    pub open_files: Option<crate::limits::OpenFilesLimit>,
 }
 
 /// A shim just started.
@@ -86,6 +89,13 @@ pub fn spawn_shim(options: &ShimOptions, state_dir: &Path) -> io::Result<Spawned
     }
     if options.json_logs {
         command.args(["--log-format", "json"]);
+    }
+    if let Some(limit) = options.open_files {
+        // SAFETY: between fork and exec the closure makes one system call (setrlimit) and
+        // touches no lock or allocator.
+        unsafe {
+            command.pre_exec(move || limit.apply());
+        }
     }
     let child = match command.spawn() {
         Ok(child) => child,

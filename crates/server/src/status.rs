@@ -35,6 +35,27 @@ pub fn from_shim(context: impl std::fmt::Display, status: Status) -> Status {
     Status::new(status.code(), format!("{context}: {}", status.message()))
 }
 
+/// The gRPC status for a system call of ours that failed: `ResourceExhausted` when the
+/// machine ran out of something (open files, processes, memory, disk), `Internal` otherwise.
+pub fn from_io(context: impl std::fmt::Display, err: &std::io::Error) -> Status {
+    let exhausted = [
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::EAGAIN,
+        libc::ENOMEM,
+        libc::ENOSPC,
+    ];
+    let code = if err
+        .raw_os_error()
+        .is_some_and(|errno| exhausted.contains(&errno))
+    {
+        Code::ResourceExhausted
+    } else {
+        Code::Internal
+    };
+    Status::new(code, format!("{context}: {err}"))
+}
+
 /// `err` and its sources, joined with ": ".
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
@@ -87,5 +108,20 @@ mod tests {
         let status = from_executor(&io);
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "reading /b/config.json: entity not found");
+    }
+
+    #[test]
+    fn running_out_of_something_is_resource_exhausted() {
+        let emfile = from_io(
+            "starting x",
+            &std::io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert_eq!(emfile.code(), Code::ResourceExhausted);
+        assert!(emfile.message().starts_with("starting x: "), "{emfile:?}");
+        let other = from_io(
+            "starting x",
+            &std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(other.code(), Code::Internal);
     }
 }

@@ -436,7 +436,12 @@ impl Drop for PumpGuard<'_> {
 }
 
 impl<E: DaemonExecutor> Daemon<E> {
-    pub(crate) fn new(config: Config, machine: api::Machine, journal: Journal) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        machine: api::Machine,
+        journal: Journal,
+        shim_open_files: crate::limits::OpenFilesLimit,
+    ) -> Self {
         let shim_options = ShimOptions {
             binary: config.shim.clone(),
             executor: config.executor,
@@ -445,6 +450,7 @@ impl<E: DaemonExecutor> Daemon<E> {
             criu: config.criu_path.clone(),
             debug: config.debug,
             json_logs: config.log_format == crate::logging::LogFormat::Json,
+            open_files: Some(shim_open_files),
         };
         Self {
             janitor: E::janitor(&config),
@@ -620,10 +626,11 @@ impl<E: DaemonExecutor> Daemon<E> {
             Ok(spawned) => spawned,
             Err(err) => {
                 let _ = std::fs::remove_dir_all(&state_dir);
-                return Err(Status::internal(format!(
-                    "starting {} for container {id}: {err}",
+                let context = format!(
+                    "starting {} for container {id}",
                     self.shim_options.binary.display()
-                )));
+                );
+                return Err(crate::status::from_io(context, &err));
             }
         };
         let socket = spawned.socket;

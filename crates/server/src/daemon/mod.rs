@@ -127,7 +127,21 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
         config.stop_containers_on_exit,
         Duration::from_secs(config.stop_timeout_secs),
     );
-    let daemon = Arc::new(Daemon::<E>::new(config, machine, journal));
+    // A connection and event files per container: a thousand containers need more than
+    // the usual 1024. Shims get the limit back (`ShimOptions::open_files`).
+    let open_files = crate::limits::raise_open_files();
+    tracing::info!(
+        soft = open_files.after.soft,
+        hard = open_files.after.hard,
+        was = open_files.before.soft,
+        "open-file limit"
+    );
+    let daemon = Arc::new(Daemon::<E>::new(
+        config,
+        machine,
+        journal,
+        open_files.before,
+    ));
     // Every container of an earlier daemon is taken over before a client can ask.
     recovery::recover(&daemon).await;
     tracing::info!(socket = %listen.display(), "wharfd serving");
