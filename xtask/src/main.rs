@@ -35,8 +35,8 @@ enum Task {
     Setup,
     /// Run every check and test, as CI does: setup, fmt, clippy, deny, codegen, nextest.
     Ci,
-    /// Run a benchmark: `shim`, `start`, `stats` (each with its baseline side by side),
-    /// `restart`.
+    /// Run a benchmark: `shim`, `start`, `stats`, `checkpoint`, `scale` (each with its
+    /// baseline side by side), `restart`.
     Bench {
         /// Which benchmark.
         name: String,
