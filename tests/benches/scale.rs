@@ -200,9 +200,17 @@ async fn time_state(daemon: &DaemonFixture, calls: usize, expected: usize) -> Su
     let mut samples = Vec::new();
     for _ in 0..calls {
         let started = Instant::now();
-        let state = client.state(StateRequest {}).await.expect("State").into_inner();
+        let state = client
+            .state(StateRequest {})
+            .await
+            .expect("State")
+            .into_inner();
         samples.push(started.elapsed());
-        assert_eq!(state.containers.len(), expected, "State lists the containers");
+        assert_eq!(
+            state.containers.len(),
+            expected,
+            "State lists the containers"
+        );
     }
     Summary::of(&samples)
 }
@@ -302,7 +310,13 @@ async fn wharf_run(executor: ExecutorKind, args: &Args) -> WharfRun {
         .unwrap_or_default()
         .lines()
         .find(|line| line.starts_with("Max open files"))
-        .map(|line| line.split_whitespace().skip(3).take(2).collect::<Vec<_>>().join(":"))
+        .map(|line| {
+            line.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(":")
+        })
         .unwrap_or_default();
 
     eprintln!("bench scale: {}: killing {live}", executor.as_str());
@@ -446,7 +460,13 @@ fn containerd_run(count: usize, parallel: usize, rootfs: &Path) -> ContainerdRun
                 for n in (worker..count).step_by(parallel) {
                     let id = format!("scale-{n}");
                     let status = containerd.ctr(&[
-                        "run", "-d", "--rootfs", rootfs, &id, "/bin/sleep", "100000",
+                        "run",
+                        "-d",
+                        "--rootfs",
+                        rootfs,
+                        &id,
+                        "/bin/sleep",
+                        "100000",
                     ]);
                     assert!(status.success(), "ctr run {id}: {status}");
                 }
@@ -528,8 +548,8 @@ async fn main() {
             println!("  at {} containers:", size.containers);
             print_memory("  wharfd", size.daemon);
             print_memory("  wharf-shim (median)", size.shim_median);
-            let share = (size.daemon.rss.saturating_sub(run.idle.rss)) as f64
-                / size.containers as f64;
+            let share =
+                (size.daemon.rss.saturating_sub(run.idle.rss)) as f64 / size.containers as f64;
             println!(
                 "    wharfd growth per container {:>6.1} KiB; per container in all (shim PSS + wharfd growth) {:.2} MiB",
                 share,

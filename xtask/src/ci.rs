@@ -13,7 +13,7 @@ pub(crate) fn run_ci(root: &Path) -> Result<()> {
     // SAFETY: single-threaded here, before any child process or thread starts.
     unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     report_free_disk(root);
-    setup::run_setup(root)?;
+    setup::run_setup(root, setup::Extras::default())?;
     step("cargo fmt --check");
     run(Command::new(cargo())
         .args(["fmt", "--all", "--", "--check"])

