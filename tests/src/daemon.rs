@@ -30,6 +30,8 @@ pub struct DaemonFixture {
     /// Container ids the test used, for the leak checks.
     ids: Vec<String>,
     debug: bool,
+    /// The flags of the last launch, for the final sweep's take-over.
+    flags: Vec<String>,
     /// The executor the daemon runs containers with.
     pub executor: ExecutorKind,
 }
@@ -75,6 +77,7 @@ impl DaemonFixture {
             client: None,
             ids: Vec::new(),
             debug,
+            flags: Vec::new(),
             executor,
         };
         fixture.launch(extra, env).await;
@@ -93,12 +96,44 @@ impl DaemonFixture {
     /// Starts a `wharfd` on the fixture's socket and state directory and waits until it
     /// answers (after it has taken over the containers it found).
     async fn launch(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        let child = self.spawn_daemon(extra, env);
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let client = loop {
+            if let Ok(client) = wharf_api::connect(&self.socket).await {
+                break client;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wharfd did not answer on its socket within {DEADLINE:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        self.client = Some(client);
+    }
+
+    /// Starts `wharfd` again with `env` naming a fault point it reaches before it serves
+    /// (during the take-over), and waits for it to die there.
+    pub async fn restart_until_crash(&mut self, env: &[(&str, &str)]) -> std::process::ExitStatus {
+        assert!(self.child.is_none(), "restart a stopped or killed daemon");
+        let flags = self.flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut child = self.spawn_daemon(&flags, env);
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("wharfd to die at its fault point")
+            .expect("reaping wharfd")
+    }
+
+    fn spawn_daemon(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Child {
+        self.flags = extra.iter().map(|flag| (*flag).to_owned()).collect();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.path().join("wharfd.log"))
             .expect("opening wharfd.log");
-        let child = Command::new(wharf_binary("wharfd"))
+        Command::new(wharf_binary("wharfd"))
             .arg("--listen")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -114,21 +149,7 @@ impl DaemonFixture {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("starting wharfd");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let client = loop {
-            if let Ok(client) = wharf_api::connect(&self.socket).await {
-                break client;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "wharfd did not answer on its socket within {DEADLINE:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        self.client = Some(client);
+            .expect("starting wharfd")
     }
 
     /// Starts `wharfd` again on the same socket and state directory (after a SIGKILL, a
@@ -308,13 +329,114 @@ impl DaemonFixture {
     }
 }
 
+impl DaemonFixture {
+    /// The leak check every test gets when it ends: whatever it left running is taken down
+    /// through the daemon's own paths (a daemon is started again if the test stopped or
+    /// killed it, and takes over what it finds; each listed container is killed and its
+    /// exit awaited), then nothing may be left. Runs on a runtime of its own, since the
+    /// test's may be blocked in this very drop.
+    fn sweep(&mut self) -> Vec<String> {
+        crate::system::on_own_runtime(self.sweep_async())
+            .unwrap_or_else(|_| vec!["the final sweep panicked".to_owned()])
+    }
+
+    async fn sweep_async(&mut self) -> Vec<String> {
+        let running = self
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+        if !running {
+            // The environment (fault points) is not passed again: only the flags.
+            let flags = std::mem::take(&mut self.flags);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            self.child = None;
+            self.launch(&flags, &[]).await;
+        }
+        let mut client = match wharf_api::connect(&self.socket).await {
+            Ok(client) => client,
+            Err(err) => return vec![format!("the daemon does not answer the sweep: {err}")],
+        };
+        let listed = |state: wharf_api::StateResponse| -> Vec<String> {
+            state.containers.into_iter().map(|c| c.id).collect()
+        };
+        let Ok(state) = client.state(wharf_api::StateRequest {}).await else {
+            return vec!["State failed in the sweep".to_owned()];
+        };
+        let ids = listed(state.into_inner());
+        for id in &ids {
+            self.ids.push(id.clone());
+            let _ = client
+                .signal(wharf_api::SignalRequest {
+                    id: id.clone(),
+                    pid: 0,
+                    signal: 9,
+                })
+                .await;
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut left = loop {
+            let still = match client.state(wharf_api::StateRequest {}).await {
+                Ok(state) => listed(state.into_inner()),
+                Err(status) => return vec![format!("State failed in the sweep: {status}")],
+            };
+            if still.is_empty() {
+                break Vec::new();
+            }
+            if tokio::time::Instant::now() > deadline {
+                break vec![format!("containers still listed after SIGKILL: {still:?}")];
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        left.extend(self.leftovers().await);
+        if let Some(child) = self.child.as_mut()
+            && let Some(pid) = child
+                .id()
+                .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if !ids.is_empty() && left.is_empty() {
+            eprintln!("final sweep: stopped what the test left running: {ids:?}");
+        }
+        left
+    }
+}
+
 impl Drop for DaemonFixture {
-    /// After a failed test: kill the daemon and everything it started.
+    /// After a passing test: the final sweep ([`DaemonFixture::sweep`]), failing the test if
+    /// anything is left. After a failed test: kill the daemon and everything it started.
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let left = self.sweep();
+            if !left.is_empty() {
+                self.kill_everything();
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "the test left behind: {left:?}; the end of wharfd's log:\n{}",
+                    tail.join("\n")
+                );
+            }
+            self.kill_everything();
+            return;
+        }
+        self.kill_everything();
+    }
+}
+
+impl DaemonFixture {
+    fn kill_everything(&mut self) {
         let shims = self.shim_pids();
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
-            eprintln!("--- wharfd log ---\n{}", self.log());
+            if std::thread::panicking() {
+                eprintln!("--- wharfd log ---\n{}", self.log());
+            }
         }
         for pid in shims {
             if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {

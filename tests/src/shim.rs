@@ -176,6 +176,10 @@ impl ShimFixture {
     /// that nothing of the container is left: processes, cgroups, runtime state, mounts,
     /// files in the state directory.
     pub async fn assert_clean_exit(mut self) {
+        self.check_clean_exit().await;
+    }
+
+    async fn check_clean_exit(&mut self) {
         if let Some(mut child) = self.child.take() {
             let mut status = None;
             wait_until("the shim to exit", DEADLINE, || {
@@ -245,9 +249,36 @@ impl ShimFixture {
     }
 }
 
+impl ShimFixture {
+    /// Whether the shim still runs.
+    fn shim_running(&mut self) -> bool {
+        let child_runs = self
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+        child_runs || self.adopted_pid.is_some_and(process_alive)
+    }
+}
+
 impl Drop for ShimFixture {
-    /// After a failed test: remove whatever is left, so later tests start clean.
+    /// After a passing test that left its shim running: the leak check every test gets,
+    /// through the shim's own teardown (SIGTERM, as [`ShimFixture::terminate`]), on a
+    /// runtime of its own. After a failed test: remove whatever is left, so later tests
+    /// start clean.
     fn drop(&mut self) {
+        if !std::thread::panicking() && self.shim_running() {
+            signal(self.shim_pid(), rustix::process::Signal::TERM);
+            if let Err(panic) = crate::system::on_own_runtime(self.check_clean_exit()) {
+                self.kill_everything();
+                std::panic::resume_unwind(panic);
+            }
+        }
+        self.kill_everything();
+    }
+}
+
+impl ShimFixture {
+    fn kill_everything(&mut self) {
         let shim_left = self.child.is_some() || self.adopted_pid.is_some();
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();

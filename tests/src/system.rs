@@ -256,6 +256,23 @@ fn is_static_elf64(elf: &[u8]) -> bool {
     })
 }
 
+/// Runs `work` to completion on a fresh single-threaded runtime in a thread of its own, for
+/// async work in a `Drop` (where the test's runtime may be the one blocked); a panic in
+/// `work` comes back as the `Err`.
+pub fn on_own_runtime<T: Send>(work: impl Future<Output = T> + Send) -> std::thread::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime of its own")
+                    .block_on(work)
+            })
+            .join()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
