@@ -785,7 +785,7 @@ async fn shim_request(
         stdout: draw.pick(&terrain.outputs),
         stderr: draw.pick(&terrain.outputs),
     };
-    match draw.value(0u32..12) {
+    match draw.value(0u32..13) {
         0 | 1 => {
             let request = create(draw);
             let answered = answer(client.create(request.clone())).await;
@@ -879,6 +879,11 @@ async fn shim_request(
             };
             let answered = answer(control.checkpoint(request.clone())).await;
             tally.judge("Control/Checkpoint", &request, answered);
+        }
+        11 => {
+            let request = shim::control::ExitStatusRequest { pid: pid(draw) };
+            let answered = answer(control.exit_status(request)).await;
+            tally.judge("Control/ExitStatus", &request, answered);
         }
         _ => {
             let create = create(draw);

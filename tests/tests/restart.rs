@@ -297,6 +297,42 @@ async fn exits_while_the_daemon_is_down_are_published_after_the_restart(
     daemon.stop().await;
 }
 
+/// An init that exited while no daemon ran is found at the take-over; the daemon taking over
+/// is killed right after the shim's `Delete` let the shim (which kept the status) go. The
+/// next daemon still reports the true status, not 255 ("unknown"): the status was asked
+/// without deleting and written down first.
+#[apply(executors)]
+#[tokio::test]
+async fn an_exit_found_at_takeover_survives_a_daemon_killed_while_finishing_it(
+    #[case] executor: ExecutorKind,
+) {
+    require_containers!();
+    let mut daemon = DaemonFixture::start(executor).await;
+    let id = "r-finish";
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let init = daemon.run(id, &bundle).await;
+    daemon.kill9().await;
+    kill(init, rustix::process::Signal::KILL);
+    wait_until("the init to be reaped by its shim", DEADLINE, || {
+        !process_alive(init)
+    })
+    .await;
+
+    let crash = daemon
+        .restart_until_crash(&[("WHARF_TEST_FAULT", "finish:deleted")])
+        .await;
+    assert!(
+        !crash.success(),
+        "the daemon died at its fault point: {crash}"
+    );
+    daemon.restart().await;
+    let mut events = daemon.events().await;
+    assert_eq!(events.exit_status(id, init).await, 137);
+    assert!(listed(&mut daemon.client()).await.is_empty());
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}
+
 #[apply(executors)]
 #[tokio::test]
 async fn a_graceful_stop_leaves_containers_and_a_restart_reattaches_them(

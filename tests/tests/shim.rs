@@ -947,3 +947,46 @@ async fn control_kill_signals_one_process_or_all_and_checks_the_pid(
     assert_eq!(delete(&mut client, init).await, 137);
     shim.assert_clean_exit().await;
 }
+
+/// `Control.ExitStatus` tells a kept exit status without deleting anything: refused while
+/// the process runs, the same answer as often as asked once it exited, and `Delete` still
+/// gives it afterwards.
+#[apply(executors)]
+#[tokio::test]
+async fn exit_status_is_told_without_deleting(#[case] executor: ExecutorKind) {
+    require_containers!();
+    use wharf_shim_proto::control::{ControlClient, ExitStatusRequest, KillRequest};
+    let id = "shim-exit-status";
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let mut shim = ShimFixture::start(executor, id).await;
+    let mut control = ControlClient::new(
+        wharf_shim_proto::channel(shim.state_dir.join("shim.sock"))
+            .await
+            .expect("connecting Control"),
+    );
+    let mut events = shim.events().await;
+    let init = create_and_start(&mut shim, create_request(id, &bundle)).await;
+    let ask = |pid| ExitStatusRequest { pid };
+    let running = control.exit_status(ask(init)).await.unwrap_err();
+    assert_eq!(running.code(), Code::FailedPrecondition, "{running:?}");
+    let stranger = control.exit_status(ask(init + 100_000)).await.unwrap_err();
+    assert_eq!(stranger.code(), Code::NotFound, "{stranger:?}");
+
+    control
+        .kill(KillRequest {
+            pid: init,
+            signal: 9,
+            all: false,
+        })
+        .await
+        .expect("Kill");
+    assert_eq!(events.exit_status(init).await, 137);
+    for _ in 0..2 {
+        let told = control.exit_status(ask(init)).await.expect("ExitStatus");
+        assert_eq!(told.into_inner().exit_status, 137);
+    }
+    let mut client = shim.client();
+    assert_eq!(state_of(&mut client, init).await, State::Stopped);
+    assert_eq!(delete(&mut client, init).await, 137);
+    shim.assert_clean_exit().await;
+}

@@ -38,7 +38,8 @@ pub mod control {
     pub use super::generated_control::control_client::ControlClient;
     pub use super::generated_control::control_server::{Control, ControlServer};
     pub use super::generated_control::{
-        CheckpointRequest, CriuOptions, KillRequest, METHOD_PATHS, RestoreRequest, RestoreResponse,
+        CheckpointRequest, CriuOptions, ExitStatusRequest, ExitStatusResponse, KillRequest,
+        METHOD_PATHS, RestoreRequest, RestoreResponse,
     };
 
     /// The gRPC service name.

@@ -996,7 +996,8 @@ impl<E: DaemonExecutor> Daemon<E> {
 
     /// The init exited (its execs' exits went out before): delete the container, let the
     /// shim exit, free the id, then tell subscribers. `status` is `None` for an exit found
-    /// at re-attach, whose status the shim's `Delete` gives.
+    /// at re-attach, whose status the shim is asked for (`Control.ExitStatus`), or, from a
+    /// shim that cannot say, its `Delete` gives.
     async fn finish(
         &self,
         container: &Container,
@@ -1004,6 +1005,21 @@ impl<E: DaemonExecutor> Daemon<E> {
         status: Option<u32>,
     ) {
         let id = &container.id;
+        let recovered = status.is_none();
+        // An exit found at re-attach: its status, asked without letting the shim go (a shim
+        // of an older wharf may not know the question: then Delete tells).
+        let status = match status {
+            Some(status) => Some(status),
+            None => container
+                .control
+                .clone()
+                .exit_status(shim::control::ExitStatusRequest {
+                    pid: container.init.pid,
+                })
+                .await
+                .ok()
+                .map(|response| response.into_inner().exit_status),
+        };
         // Written down before the shim, which holds the status, is let go: a daemon killed
         // from here on finds the status in the state dir, not a dead shim of unknown end.
         if let Some(status) = status {
@@ -1024,6 +1040,7 @@ impl<E: DaemonExecutor> Daemon<E> {
                 UNKNOWN_EXIT_STATUS
             }
         };
+        fault_point("finish:deleted");
         if status.is_none() {
             remember_exit(&container.state_dir, exit_status);
         }
@@ -1032,9 +1049,10 @@ impl<E: DaemonExecutor> Daemon<E> {
         }
         self.forget(container);
         tracing::info!(container_id = %id, exit_status, "container exited");
-        match status {
-            Some(_) => self.publish(event_type::EXIT, id, container.init.pid, exit_status),
-            None => self.publish_recovered_exit(id, container.init.pid, exit_status),
+        if recovered {
+            self.publish_recovered_exit(id, container.init.pid, exit_status);
+        } else {
+            self.publish(event_type::EXIT, id, container.init.pid, exit_status);
         }
         Self::remove_state(container);
     }

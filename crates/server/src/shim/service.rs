@@ -795,6 +795,26 @@ impl<E: ShimExecutor> ShimService<E> {
         })
     }
 
+    /// The kept exit status of `pid`, which stays kept (see `Control.ExitStatus`).
+    fn exit_status(&self, pid: u32) -> Result<u32, Status> {
+        let container = self.container()?;
+        let state = self.lock();
+        let entry = Pid::new(pid)
+            .and_then(|pid| state.processes.get(&pid))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "process {pid} not found in container {}",
+                    container.id
+                ))
+            })?;
+        entry.reaped.map(ExitStatus::code).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "process {pid} of container {} is still running",
+                container.id
+            ))
+        })
+    }
+
     async fn kill(self: Arc<Self>, req: KillRequest) -> Result<(), Status> {
         let container = self.container()?;
         let signal = Signal::try_from(req.signal)
@@ -1180,6 +1200,15 @@ impl<E: ShimExecutor> control::Control for ShimHandler<E> {
         self.detached(this.kill(request.into_inner()))
             .await
             .map(Response::new)
+    }
+
+    async fn exit_status(
+        &self,
+        request: Request<control::ExitStatusRequest>,
+    ) -> Result<Response<control::ExitStatusResponse>, Status> {
+        self.0
+            .exit_status(request.into_inner().pid)
+            .map(|exit_status| Response::new(control::ExitStatusResponse { exit_status }))
     }
 
     async fn shutdown(&self, _request: Request<()>) -> Result<Response<()>, Status> {
