@@ -9,7 +9,7 @@
 //! `retention` events: past that, the newest `retention` are rewritten to a new file that
 //! atomically replaces the old one. Sequence numbers continue across restarts.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,13 +39,73 @@ pub(crate) struct Journal {
 struct Inner {
     file: File,
     /// The newest events, at most `retention`.
-    kept: VecDeque<JournaledEvent>,
+    kept: Kept,
     next_seq: u64,
     /// Lines in the file, for compaction.
     lines: usize,
     /// Exits found while re-attaching, for `types.API` streams opened before `replay_until`.
     recovered: Vec<api::Event>,
     replay_until: Option<Instant>,
+}
+
+/// The newest events, at most `retention`, with an index of which (type, container,
+/// process) they are about, so that "was this published already" costs one lookup.
+#[derive(Debug)]
+struct Kept {
+    events: VecDeque<JournaledEvent>,
+    index: HashMap<EventKey, usize>,
+    retention: usize,
+}
+
+/// (type, container id, pid) of an event.
+type EventKey = (String, String, u32);
+
+fn key_of(journaled: &JournaledEvent) -> Option<EventKey> {
+    journaled
+        .event
+        .as_ref()
+        .map(|e| (e.r#type.clone(), e.id.clone(), e.pid))
+}
+
+impl Kept {
+    fn new(retention: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            index: HashMap::new(),
+            retention,
+        }
+    }
+
+    /// Keeps `journaled`, forgetting the oldest past the retention.
+    fn push(&mut self, journaled: JournaledEvent) {
+        if let Some(key) = key_of(&journaled) {
+            *self.index.entry(key).or_default() += 1;
+        }
+        self.events.push_back(journaled);
+        if self.events.len() > self.retention
+            && let Some(oldest) = self.events.pop_front()
+            && let Some(key) = key_of(&oldest)
+            && let Some(count) = self.index.get_mut(&key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.index.remove(&key);
+            }
+        }
+    }
+
+    fn contains(&self, kind: &str, id: &str, pid: u32) -> bool {
+        self.index
+            .contains_key(&(kind.to_owned(), id.to_owned(), pid))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &JournaledEvent> {
+        self.events.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// What loading found wrong with the file (reported, never fatal).
@@ -91,7 +151,7 @@ impl Journal {
             let file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(complete as u64)?;
         }
-        let mut kept = VecDeque::new();
+        let mut kept = Kept::new(retention);
         let mut lines = 0;
         let mut next_seq = 1;
         for (number, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
@@ -102,10 +162,7 @@ impl Journal {
             match serde_json::from_slice::<JournaledEvent>(line) {
                 Ok(event) => {
                     next_seq = next_seq.max(event.seq + 1);
-                    kept.push_back(event);
-                    if kept.len() > retention {
-                        kept.pop_front();
-                    }
+                    kept.push(event);
                 }
                 Err(err) => {
                     report.corrupt_lines += 1;
@@ -168,10 +225,7 @@ impl Journal {
                 tracing::error!(path = %self.path.display(), seq = journaled.seq, error = %err, "appending to the event journal")
             }
         }
-        inner.kept.push_back(journaled.clone());
-        if inner.kept.len() > self.retention {
-            inner.kept.pop_front();
-        }
+        inner.kept.push(journaled.clone());
         if inner.lines > 2 * self.retention
             && let Err(err) = self.compact(inner)
         {
@@ -185,7 +239,7 @@ impl Journal {
     fn compact(&self, inner: &mut Inner) -> io::Result<()> {
         let staging = self.path.with_extension("journal.new");
         let mut file = File::create(&staging)?;
-        for event in &inner.kept {
+        for event in inner.kept.iter() {
             file.write_all(&encode(event)?)?;
         }
         file.sync_data()?;
@@ -227,12 +281,7 @@ impl Journal {
     /// Whether an event of type `kind` about process `pid` of container `id` is among the
     /// kept events.
     pub(crate) fn has_event(&self, kind: &str, id: &str, pid: u32) -> bool {
-        self.lock().kept.iter().rev().any(|journaled| {
-            journaled
-                .event
-                .as_ref()
-                .is_some_and(|e| e.r#type == kind && e.id == id && e.pid == pid)
-        })
+        self.lock().kept.contains(kind, id, pid)
     }
 
     /// Open Events streams, of `types.API` and `wharf.v1` together.
@@ -263,6 +312,27 @@ mod tests {
 
     async fn seqs(stream: EventStream<JournaledEvent>) -> Vec<u64> {
         stream.map(|e| e.unwrap().seq).collect().await
+    }
+
+    #[test]
+    fn the_index_of_kept_events_forgets_what_retention_drops() {
+        let mut kept = Kept::new(2);
+        let journaled = |seq, kind: &str, pid| JournaledEvent {
+            seq,
+            unix_nanos: 0,
+            event: Some(event(kind, "c", pid)),
+        };
+        kept.push(journaled(1, "exit", 7));
+        kept.push(journaled(2, "exit", 7));
+        kept.push(journaled(3, "start-container", 1));
+        // One of the two exits of 7 is still kept.
+        assert!(kept.contains("exit", "c", 7));
+        kept.push(journaled(4, "start-container", 2));
+        assert!(!kept.contains("exit", "c", 7));
+        assert!(kept.contains("start-container", "c", 1));
+        assert!(!kept.contains("start-container", "d", 1));
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(kept.index.len(), 2);
     }
 
     #[tokio::test]
