@@ -30,7 +30,9 @@ pub(crate) fn prepare(
     cgroup_parent: &Path,
     shadow_dir: &Path,
 ) -> Result<Prepared, Error> {
-    let mut spec = wharf_executor::support::load_spec(bundle)?;
+    // Every error of `load_spec` is an InvalidArgument naming the file; add the container.
+    let mut spec = wharf_executor::support::load_spec(bundle)
+        .map_err(|err| Error::invalid_argument(format!("container {id}: {err}")))?;
     make_self_contained(&mut spec, bundle, id, cgroup_parent);
     let own_network = spec
         .linux()
