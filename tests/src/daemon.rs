@@ -415,8 +415,22 @@ impl Drop for DaemonFixture {
                 let log = self.log();
                 let tail: Vec<&str> = log.lines().rev().take(80).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
+                // What the log says of each container something of was left.
+                let mut mentions = Vec::new();
+                for id in self
+                    .ids
+                    .iter()
+                    .filter(|id| left.iter().any(|l| l.contains(*id)))
+                {
+                    let needle = format!("container_id={id}");
+                    mentions.extend(log.lines().filter(|line| {
+                        line.contains(&format!("{needle} ")) || line.ends_with(&needle)
+                    }));
+                }
                 panic!(
-                    "the test left behind: {left:?}; the end of wharfd's log:\n{}",
+                    "the test left behind: {left:?}\nwharfd's log of those containers:\n{}\n\
+                     the end of wharfd's log:\n{}",
+                    mentions.join("\n"),
                     tail.join("\n")
                 );
             }

@@ -333,6 +333,32 @@ async fn an_exit_found_at_takeover_survives_a_daemon_killed_while_finishing_it(
     daemon.stop().await;
 }
 
+/// libcontainer rewrites its `state.json` in place: a daemon killed while deleting a
+/// container can leave it empty. The next daemon, finding the container's shim dead, still
+/// removes everything of it (by its cgroup) and reports the init killed.
+#[tokio::test]
+async fn a_container_whose_libcontainer_state_was_torn_is_still_removed() {
+    require_containers!();
+    let mut daemon = DaemonFixture::start(ExecutorKind::Libcontainer).await;
+    let id = "r-torn-state";
+    let bundle = Bundle::new(id, &["sleep", "1000"]);
+    let init = daemon.run(id, &bundle).await;
+    let shims = daemon.shim_pids();
+    daemon.kill9().await;
+    for shim in shims {
+        kill(shim, rustix::process::Signal::KILL);
+    }
+    let state = daemon.executor_root().join(id).join("state.json");
+    std::fs::write(&state, "").expect("tearing the container's state.json");
+
+    daemon.restart().await;
+    let mut events = daemon.events().await;
+    assert_eq!(events.exit_status(id, init).await, 137);
+    assert!(!process_alive(init), "the init was killed");
+    daemon.assert_nothing_left().await;
+    daemon.stop().await;
+}
+
 #[apply(executors)]
 #[tokio::test]
 async fn a_graceful_stop_leaves_containers_and_a_restart_reattaches_them(

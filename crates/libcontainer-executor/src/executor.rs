@@ -146,11 +146,18 @@ impl LibcontainerExecutor {
     fn remove(&self, id: &ContainerId, mode: DeleteMode) -> Result<(), Error> {
         let dir = self.container_dir(id);
         if State::file_path(&dir).exists() {
-            let mut container =
-                Container::load(dir.clone()).map_err(|err| from_libcontainer(id, "delete", err))?;
-            container
-                .delete(mode == DeleteMode::Force)
-                .map_err(|err| from_libcontainer(id, "delete", err))?;
+            match Container::load(dir.clone()) {
+                Ok(mut container) => container
+                    .delete(mode == DeleteMode::Force)
+                    .map_err(|err| from_libcontainer(id, "delete", err))?,
+                // libcontainer rewrites `state.json` in place (truncate, then write): a process
+                // killed in between leaves it empty or torn. Forced, the container goes anyway.
+                Err(err) if mode == DeleteMode::Force => {
+                    tracing::warn!(error = %err, "the container's state is unreadable; removing it by its cgroup");
+                    self.remove_by_cgroup(id, &dir)?;
+                }
+                Err(err) => return Err(from_libcontainer(id, "delete", err)),
+            }
         } else if mode == DeleteMode::IfStopped {
             return Err(Error::NotFound { id: id.clone() });
         } else if dir.exists() {
@@ -166,6 +173,37 @@ impl LibcontainerExecutor {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Removes a container whose libcontainer state cannot be read: kills every process of
+    /// its cgroup (named by the config libcontainer wrote at create, or else by the shadow
+    /// bundle), removes the cgroup, then its state directory.
+    fn remove_by_cgroup(&self, id: &ContainerId, dir: &Path) -> Result<(), Error> {
+        let cgroup_path = libcontainer::config::YoukiConfig::load(dir)
+            .map(|config| config.cgroup_path)
+            .ok()
+            .or_else(|| {
+                Spec::load(self.shadow_bundle_dir(id).join("config.json"))
+                    .ok()?
+                    .linux()
+                    .as_ref()?
+                    .cgroups_path()
+                    .clone()
+            });
+        if let Some(cgroup_path) = cgroup_path {
+            let cgroup = libcgroups::common::create_cgroup_manager(CgroupConfig {
+                cgroup_path,
+                systemd_cgroup: false,
+                container_name: id.to_string(),
+            })
+            .map_err(|err| from_libcontainer(id, "delete", LibcontainerError::from(err)))?;
+            kill_cgroup(id, &cgroup)?;
+            cgroup
+                .remove()
+                .map_err(|err| from_libcontainer(id, "delete", err.into()))?;
+        }
+        std::fs::remove_dir_all(dir)
+            .map_err(|err| Error::io(format!("removing {}", dir.display()), err))
     }
 
     /// The container's cgroup manager, from the cgroup path it was created with.
@@ -573,6 +611,41 @@ impl Executor for LibcontainerExecutor {
             .filter_map(|pid| Pid::from_raw(pid.as_raw()))
             .collect())
     }
+}
+
+/// SIGKILLs every process of `cgroup` (frozen meanwhile, so nothing forks) and waits, up to
+/// a deadline, until none is left in it.
+fn kill_cgroup(id: &ContainerId, cgroup: &AnyCgroupManager) -> Result<(), Error> {
+    const DEADLINE: Duration = Duration::from_secs(5);
+    if let Err(err) = cgroup.freeze(FreezerState::Frozen) {
+        tracing::warn!(error = %err, "freezing before killing every process");
+    }
+    let pids = cgroup
+        .get_all_pids()
+        .map_err(|err| from_libcontainer(id, "delete", err.into()))?;
+    for pid in pids.into_iter().filter_map(|p| Pid::from_raw(p.as_raw())) {
+        if let Err(err) = Signal::KILL.send_to(pid)
+            && err.raw_os_error() != Some(libc::ESRCH)
+        {
+            tracing::warn!(pid = pid.get(), error = %err, "killing a process");
+        }
+    }
+    cgroup
+        .freeze(FreezerState::Thawed)
+        .map_err(|err| from_libcontainer(id, "delete", err.into()))?;
+    let started = std::time::Instant::now();
+    while !cgroup.get_all_pids().unwrap_or_default().is_empty() {
+        if started.elapsed() > DEADLINE {
+            return Err(Error::Runtime {
+                id: id.clone(),
+                command: "libcontainer delete".into(),
+                message: format!("processes still in the cgroup {DEADLINE:?} after SIGKILL"),
+                kind: wharf_executor::ErrorKind::Internal,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

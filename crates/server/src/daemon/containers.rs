@@ -1007,18 +1007,20 @@ impl<E: DaemonExecutor> Daemon<E> {
         let id = &container.id;
         let recovered = status.is_none();
         // An exit found at re-attach: its status, asked without letting the shim go (a shim
-        // of an older wharf may not know the question: then Delete tells).
+        // of an older wharf may not know the question, a wedged one may not answer: then
+        // Delete tells).
         let status = match status {
             Some(status) => Some(status),
-            None => container
-                .control
-                .clone()
-                .exit_status(shim::control::ExitStatusRequest {
+            None => {
+                let mut control = container.control.clone();
+                let asked = control.exit_status(shim::control::ExitStatusRequest {
                     pid: container.init.pid,
-                })
-                .await
-                .ok()
-                .map(|response| response.into_inner().exit_status),
+                });
+                match tokio::time::timeout(Duration::from_secs(2), asked).await {
+                    Ok(Ok(response)) => Some(response.into_inner().exit_status),
+                    _ => None,
+                }
+            }
         };
         // Written down before the shim, which holds the status, is let go: a daemon killed
         // from here on finds the status in the state dir, not a dead shim of unknown end.
