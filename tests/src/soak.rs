@@ -67,12 +67,7 @@ impl SoakReport {
             && self.leaked.is_empty()
             && self.hung.is_empty()
             && self.fds.1 <= self.fds.0 + FD_SLACK
-            && self.rss_kib.1
-                <= self
-                    .rss_kib
-                    .0
-                    .saturating_mul(2)
-                    .max(self.rss_kib.0 + RSS_SLACK_KIB)
+            && self.rss_kib.1 <= rss_bound(self.rss_kib.0)
     }
 
     /// The report as the soak prints it.
@@ -108,6 +103,12 @@ impl SoakReport {
 const FD_SLACK: usize = 3;
 /// Allocator slack on top of doubling: a small daemon's RSS moves in MiB steps.
 const RSS_SLACK_KIB: u64 = 16 * 1024;
+
+/// The most resident memory a daemon that started at `start_kib` may hold once its
+/// containers are gone.
+fn rss_bound(start_kib: u64) -> u64 {
+    start_kib.saturating_mul(2).max(start_kib + RSS_SLACK_KIB)
+}
 /// Deadline of one request, daemon restarts included.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -543,6 +544,11 @@ pub async fn run(config: SoakConfig) -> SoakReport {
     report.leaked = daemon.leftovers().await;
     let pid = daemon.pid();
     report.fds = (start.0, fd_count(pid));
+    // The daemon gives memory back a moment after its containers go (`malloc_trim`): poll.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rss_kib(pid) > rss_bound(start.1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     report.rss_kib = (start.1, rss_kib(pid));
     daemon.stop().await;
     drop(shared);

@@ -1113,6 +1113,11 @@ impl<E: DaemonExecutor> Daemon<E> {
     /// Frees the id; the state directory stays until [`Daemon::remove_state`], called after
     /// the exit is journaled: a daemon killed in between finds the record and the written
     /// down status, and publishes nothing twice (the journal has the exit).
+    /// The number of running pumps (one per live container), as it changes.
+    pub(crate) fn pumps(&self) -> watch::Receiver<usize> {
+        self.pumps.subscribe()
+    }
+
     fn forget(&self, container: &Container) {
         metrics::counter!(super::metrics::name::CONTAINER_EXITS).increment(1);
         container.stats.end();

@@ -7,6 +7,7 @@ mod containers;
 pub(crate) mod front;
 mod journal;
 mod listener;
+mod memory;
 pub(crate) mod metrics;
 mod record;
 mod recovery;
@@ -142,6 +143,7 @@ async fn serve<E: DaemonExecutor>(config: Config) -> Result<()> {
         journal,
         open_files.before,
     ));
+    tokio::spawn(memory::trim_after_containers_go(daemon.pumps()));
     // Every container of an earlier daemon is taken over before a client can ask.
     recovery::recover(&daemon).await;
     tracing::info!(socket = %listen.display(), "wharfd serving");
