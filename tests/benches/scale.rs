@@ -38,7 +38,7 @@ use wharf_tests::ExecutorKind;
 use wharf_tests::bench::{Summary, millis, numeric_flags};
 use wharf_tests::bundle::{Bundle, rootfs};
 use wharf_tests::daemon::{DaemonEvents, DaemonFixture};
-use wharf_tests::system::{missing_prerequisite, target_dir};
+use wharf_tests::system::{fd_count, missing_prerequisite, target_dir};
 
 struct Args {
     containers: usize,
@@ -124,10 +124,6 @@ fn median_memory(pids: &[u32]) -> Memory {
         pss: median(|m| m.pss),
         uss: median(|m| m.uss),
     }
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// What one size of the wharf run measured.

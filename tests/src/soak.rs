@@ -23,6 +23,7 @@ use wharf_api::{
 use crate::ExecutorKind;
 use crate::bundle::Bundle;
 use crate::daemon::DaemonFixture;
+use crate::system::fd_count;
 
 /// How a soak runs.
 #[derive(Debug, Clone)]
@@ -371,10 +372,6 @@ fn random_shim(daemon: &DaemonFixture) -> Option<(u32, String)> {
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
     let id = cwd.file_name()?.to_string_lossy().into_owned();
     Some((pid, id))
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 fn rss_kib(pid: u32) -> u64 {

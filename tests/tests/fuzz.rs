@@ -29,7 +29,7 @@ use wharf_tests::bundle::{Bundle, rootfs};
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::require_containers;
 use wharf_tests::shim::{DEADLINE, ShimFixture};
-use wharf_tests::system::wait_until_async;
+use wharf_tests::system::{fd_count, wait_until_async};
 use wharf_tests::{ExecutorKind, executors};
 
 const DAEMON_REQUESTS: usize = 6_000;
@@ -1004,10 +1004,6 @@ fn is_checkpoint_of_a_pool_bundle(path: &Path, terrain: &Terrain) -> bool {
 
 fn daemon_alive(daemon: &mut DaemonFixture) -> bool {
     wharf_tests::system::process_alive(daemon.pid())
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// The open fds of `pid`, as `fd -> target`.

@@ -13,6 +13,7 @@ use wharf_server::limits::OpenFilesLimit;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
 use wharf_tests::require_containers;
+use wharf_tests::system::fd_count;
 use wharf_tests::{ExecutorKind, executors};
 
 /// The soft limit the daemon starts with: below what it needs for the containers below.
@@ -33,10 +34,6 @@ fn open_files_of(pid: u32) -> (u64, u64) {
         .filter_map(|word| word.parse().ok())
         .collect();
     (numbers[0], numbers[1])
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 #[apply(executors)]

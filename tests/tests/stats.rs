@@ -7,10 +7,7 @@ use rstest::rstest;
 use rstest_reuse::apply;
 use tonic::Streaming;
 use tonic::transport::Channel;
-use wharf_api::{
-    AddProcessRequest, ApiClient, CreateContainerRequest, SignalRequest, StateRequest, Stats,
-    StatsRequest,
-};
+use wharf_api::{AddProcessRequest, ApiClient, StateRequest, Stats, StatsRequest};
 use wharf_executor::oci_spec::runtime::Capability;
 use wharf_tests::bundle::Bundle;
 use wharf_tests::daemon::DaemonFixture;
@@ -21,21 +18,6 @@ use wharf_tests::{ExecutorKind, executors};
 /// Samples every 100 ms, so that the tests wait little.
 async fn daemon(executor: ExecutorKind) -> DaemonFixture {
     DaemonFixture::start_with(executor, &["--stats-interval", "100"]).await
-}
-
-async fn start(daemon: &mut DaemonFixture, id: &str, bundle: &Bundle) -> u32 {
-    daemon.track(id);
-    daemon
-        .client()
-        .create_container(CreateContainerRequest {
-            id: id.into(),
-            bundle_path: bundle.path_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|status| panic!("CreateContainer {id}: {status}"))
-        .into_inner()
-        .pid
 }
 
 async fn stats(client: &mut ApiClient<Channel>, id: &str) -> Streaming<Stats> {
@@ -95,17 +77,6 @@ fn loopback_rx_packets(stats: &Stats) -> u64 {
         .map_or(0, |n| n.rx_packets)
 }
 
-async fn kill(client: &mut ApiClient<Channel>, id: &str) {
-    client
-        .signal(SignalRequest {
-            id: id.into(),
-            pid: 0,
-            signal: 9,
-        })
-        .await
-        .expect("Signal");
-}
-
 #[apply(executors)]
 #[tokio::test]
 async fn a_busy_container_s_cpu_time_rises_between_samples(#[case] executor: ExecutorKind) {
@@ -113,7 +84,7 @@ async fn a_busy_container_s_cpu_time_rises_between_samples(#[case] executor: Exe
     let mut daemon = daemon(executor).await;
     let id = "st-busy";
     let bundle = Bundle::new(id, &["sh", "-c", "while :; do :; done"]);
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let mut client = daemon.client();
     let mut stream = stats(&mut client, id).await;
     let first = next(&mut stream).await;
@@ -130,7 +101,7 @@ async fn a_busy_container_s_cpu_time_rises_between_samples(#[case] executor: Exe
         cpu_ns(s) > cpu_ns(&first)
     })
     .await;
-    kill(&mut client, id).await;
+    daemon.signal(id, 0, 9).await;
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
@@ -151,14 +122,14 @@ async fn a_container_that_writes_64_mib_to_its_tmpfs_uses_that_much_memory(
             "head -c 67108864 /dev/zero > /tmp/fill; exec sleep 1000",
         ],
     );
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let mut client = daemon.client();
     let mut stream = stats(&mut client, id).await;
     until(&mut stream, "64 MiB of memory in use", |s| {
         memory_bytes(s) >= 64 << 20
     })
     .await;
-    kill(&mut client, id).await;
+    daemon.signal(id, 0, 9).await;
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
@@ -172,11 +143,11 @@ async fn a_stream_ends_cleanly_when_its_container_exits_and_the_daemon_lives_on(
     let mut daemon = daemon(executor).await;
     let id = "st-exit";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let mut client = daemon.client();
     let mut stream = stats(&mut client, id).await;
     next(&mut stream).await;
-    kill(&mut client, id).await;
+    daemon.signal(id, 0, 9).await;
     let end = tokio::time::timeout(DEADLINE, async {
         loop {
             match stream.message().await {
@@ -203,7 +174,7 @@ async fn two_streams_share_a_sampler_and_one_leaving_stops_nothing(#[case] execu
     let mut daemon = daemon(executor).await;
     let id = "st-two";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let mut client = daemon.client();
     let mut staying = stats(&mut client, id).await;
     let mut leaving = stats(&mut client, id).await;
@@ -216,7 +187,7 @@ async fn two_streams_share_a_sampler_and_one_leaving_stops_nothing(#[case] execu
     // A stream opened later gets the current sample at once, from the same sampler.
     let mut late = stats(&mut client, id).await;
     next(&mut late).await;
-    kill(&mut client, id).await;
+    daemon.signal(id, 0, 9).await;
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
@@ -241,7 +212,7 @@ async fn network_counters_rise_when_a_container_pings_its_loopback(#[case] execu
         process.set_capabilities(Some(caps));
         spec.set_process(Some(process));
     });
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let mut client = daemon.client();
     let mut stream = stats(&mut client, id).await;
     let before = loopback_rx_packets(&next(&mut stream).await);
@@ -262,7 +233,7 @@ async fn network_counters_rise_when_a_container_pings_its_loopback(#[case] execu
         loopback_rx_packets(s) >= before + 6
     })
     .await;
-    kill(&mut client, id).await;
+    daemon.signal(id, 0, 9).await;
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
@@ -274,7 +245,7 @@ async fn the_cli_prints_a_row_or_a_json_line_per_sample(#[case] executor: Execut
     let mut daemon = daemon(executor).await;
     let id = "st-cli";
     let bundle = Bundle::new(id, &["sleep", "1000"]);
-    start(&mut daemon, id, &bundle).await;
+    daemon.run(id, &bundle).await;
     let cli = |args: &[&str]| {
         std::process::Command::new(wharf_tests::system::wharf_binary("wharf"))
             .arg("--address")
@@ -302,7 +273,7 @@ async fn the_cli_prints_a_row_or_a_json_line_per_sample(#[case] executor: Execut
     );
     let unknown = cli(&["containers", "stats", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
-    kill(&mut daemon.client(), id).await;
+    daemon.signal(id, 0, 9).await;
     daemon.assert_nothing_left().await;
     daemon.stop().await;
 }
@@ -340,7 +311,7 @@ async fn an_oom_kill_is_an_oom_event_before_the_exit_137(#[case] executor: Execu
         spec.set_linux(Some(linux));
     });
     let mut events = daemon.events().await;
-    let init = start(&mut daemon, id, &bundle).await;
+    let init = daemon.run(id, &bundle).await;
     let seen: Vec<(String, u32)> = events
         .of_container_until_exit(id, init)
         .await
